@@ -1,0 +1,64 @@
+//! Plain HTTP endpoints served on the client port next to gRPC, as etcd does.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use cairn_api::etcdserverpb::RangeRequest;
+
+use crate::backend::Backend;
+use crate::maintenance::{ETCD_CLUSTER_VERSION, ETCD_VERSION};
+
+/// etcd's default request timeout (5 s + 2 × the 1 s election timeout).
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(7);
+
+pub fn router(backend: Backend) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/version", get(version))
+        .with_state(backend)
+}
+
+fn json(status: StatusCode, body: String) -> impl IntoResponse {
+    (status, [(header::CONTENT_TYPE, "application/json")], body)
+}
+
+/// Healthy when the member can serve a read, like etcd's `/health`.
+async fn health(State(backend): State<Backend>) -> impl IntoResponse {
+    let probe = RangeRequest { key: b"health".to_vec(), keys_only: true, limit: 1, ..Default::default() };
+    let reason = match tokio::time::timeout(HEALTH_TIMEOUT, backend.range(probe)).await {
+        Ok(Ok(_)) => return json(StatusCode::OK, r#"{"health":"true","reason":""}"#.to_string()),
+        Ok(Err(e)) => format!("RANGE ERROR: {e}"),
+        Err(_) => "RANGE TIMEOUT".to_string(),
+    };
+    tracing::warn!(%reason, "serving /health false");
+    json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(r#"{{"health":"false","reason":{}}}"#, quote(&reason)),
+    )
+}
+
+async fn version() -> impl IntoResponse {
+    json(
+        StatusCode::OK,
+        format!(r#"{{"etcdserver":"{ETCD_VERSION}","etcdcluster":"{ETCD_CLUSTER_VERSION}"}}"#),
+    )
+}
+
+fn quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}

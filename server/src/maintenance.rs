@@ -1,0 +1,92 @@
+//! etcd's Maintenance service: Status and Alarm now; the rest answer
+//! `Unimplemented` until their features exist.
+
+use cairn_api::etcdserverpb::{
+    maintenance_server::Maintenance, AlarmRequest, AlarmResponse, DefragmentRequest,
+    DefragmentResponse, DowngradeRequest, DowngradeResponse, HashKvRequest, HashKvResponse,
+    HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest,
+    SnapshotResponse, StatusRequest, StatusResponse,
+};
+use tonic::{Request, Response, Status};
+
+use crate::backend::{Backend, TERM};
+
+/// The etcd version Cairn reports. Clients such as kube-apiserver gate
+/// features on it; Cairn implements the 3.6 API surface.
+pub const ETCD_VERSION: &str = "3.6.0";
+pub const ETCD_CLUSTER_VERSION: &str = "3.6.0";
+
+/// etcd's default backend quota (2 GiB), reported in `dbSizeQuota`.
+const DB_SIZE_QUOTA: i64 = 2 << 30;
+
+pub struct MaintenanceService {
+    backend: Backend,
+}
+
+impl MaintenanceService {
+    pub fn new(backend: Backend) -> Self {
+        Self { backend }
+    }
+}
+
+type SnapshotStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<SnapshotResponse, Status>> + Send + 'static>,
+>;
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    /// No alarm can be raised yet (there is no space quota), so the list is empty.
+    async fn alarm(&self, _request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        let store = self.backend.store();
+        Ok(Response::new(AlarmResponse {
+            header: Some(self.backend.header(store.current_revision())),
+            alarms: Vec::new(),
+        }))
+    }
+
+    async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let store = self.backend.store();
+        let applied = store.applied_index();
+        Ok(Response::new(StatusResponse {
+            header: Some(self.backend.header(store.current_revision())),
+            version: ETCD_VERSION.to_string(),
+            db_size: store.size_bytes() as i64,
+            leader: self.backend.member_id(),
+            raft_index: applied,
+            raft_term: TERM,
+            raft_applied_index: applied,
+            errors: Vec::new(),
+            db_size_in_use: store.live_size_bytes() as i64,
+            is_learner: false,
+            storage_version: ETCD_CLUSTER_VERSION.to_string(),
+            db_size_quota: DB_SIZE_QUOTA,
+            downgrade_info: None,
+        }))
+    }
+
+    async fn defragment(&self, _: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+        Err(Status::unimplemented("Defragment is not implemented yet"))
+    }
+
+    async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        Err(Status::unimplemented("Hash is not implemented yet"))
+    }
+
+    async fn hash_kv(&self, _: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        Err(Status::unimplemented("HashKV is not implemented yet"))
+    }
+
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(&self, _: Request<SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(Status::unimplemented("Snapshot is not implemented yet"))
+    }
+
+    async fn move_leader(&self, _: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
+        Err(Status::unimplemented("MoveLeader is not implemented yet"))
+    }
+
+    async fn downgrade(&self, _: Request<DowngradeRequest>) -> Result<Response<DowngradeResponse>, Status> {
+        Err(Status::unimplemented("Downgrade is not implemented yet"))
+    }
+}

@@ -1,0 +1,187 @@
+//! Test harness: runs the real `cairn` binary on loopback with a temporary
+//! data dir, and cleans both up on drop.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Cairn {
+    child: Option<Child>,
+    /// Kept alive for the data dir and logs; removed on drop.
+    pub tmp: tempfile::TempDir,
+    pub port: u16,
+    pub extra_args: Vec<String>,
+    restarts: usize,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Cairn {
+    pub fn start() -> Cairn {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(args: &[&str]) -> Cairn {
+        let tmp = tempfile::Builder::new().prefix("cairn-test-").tempdir().unwrap();
+        let mut c = Cairn {
+            child: None,
+            tmp,
+            port: free_port(),
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+            restarts: 0,
+        };
+        c.spawn();
+        c.wait_ready();
+        c
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.tmp.path().join("data")
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.tmp.path().join(format!("cairn-{}.log", self.restarts))
+    }
+
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        cmd.arg(format!("--data-dir={}", self.data_dir().display()))
+            .arg(format!("--listen-client-urls={}", self.endpoint()))
+            .arg(format!("--advertise-client-urls={}", self.endpoint()))
+            .args(&self.extra_args);
+        cmd
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.log_path()).unwrap();
+        let child = self
+            .command()
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn cairn");
+        self.child = Some(child);
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("cairn exited during start-up with {status}:\n{}", self.logs());
+            }
+            if let Ok((200, _)) = http_get(self.port, "/health") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("cairn not healthy within {START_TIMEOUT:?}:\n{}", self.logs());
+    }
+
+    /// SIGKILL: no flush, no graceful anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM, then waits (bounded) for a clean exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut c = self.child.take().expect("running");
+        signal(c.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = c.try_wait().unwrap() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("cairn did not exit within 20s of SIGTERM:\n{}", self.logs());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the member again on the same data dir and port.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop it first");
+        self.restarts += 1;
+        self.spawn();
+        self.wait_ready();
+    }
+}
+
+impl Drop for Cairn {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("--- cairn log ({}) ---\n{}", self.log_path().display(), self.logs());
+        }
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+/// A minimal HTTP/1.1 GET on loopback: (status, body).
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let status = buf
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad response {buf:?}")))?;
+    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Finds a required external tool. Missing locally: prints a loud notice and
+/// returns None so the test skips. Missing with `CI=true`: fails.
+pub fn require_tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| is_executable(p))
+    });
+    if found.is_none() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{name} is required in CI but not on PATH (.ci/run installs it)");
+        }
+        eprintln!("\n!!!!!!!! SKIPPING: `{name}` not found on PATH; install it (apt-get install etcd-client) to run this test !!!!!!!!\n");
+    }
+    found
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}
+
+/// A seed from `CAIRN_TEST_SEED` or the clock, printed so a failure can be replayed.
+pub fn seed(test: &str) -> u64 {
+    let seed = std::env::var("CAIRN_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
+    eprintln!("{test}: seed {seed} (set CAIRN_TEST_SEED={seed} to replay)");
+    seed
+}
