@@ -22,6 +22,24 @@ pub fn router(backend: Backend) -> Router {
         .with_state(backend)
 }
 
+/// Anything unrouted: gRPC's Unimplemented for gRPC calls (services not built
+/// yet), and etcd's plain `404 page not found` for everything else.
+pub async fn fallback(req: axum::extract::Request) -> axum::response::Response {
+    let is_grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"));
+    if is_grpc {
+        // grpc-go's wording for a service the server does not register.
+        let service = req.uri().path().trim_start_matches('/').split('/').next().unwrap_or_default();
+        tonic::Status::unimplemented(format!("unknown service {service}")).into_http()
+    } else {
+        (StatusCode::NOT_FOUND, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "404 page not found\n")
+            .into_response()
+    }
+}
+
 fn json(status: StatusCode, body: String) -> impl IntoResponse {
     (status, [(header::CONTENT_TYPE, "application/json")], body)
 }

@@ -165,7 +165,8 @@ fn grpc_routes(backend: &Backend, cfg: &Config) -> tonic::service::Routes {
     let grpc = tonic::service::Routes::default()
         .add_service(kv)
         .add_service(maintenance)
-        .into_axum_router();
+        .into_axum_router()
+        .fallback(http::fallback);
     tonic::service::Routes::from(grpc.merge(http::router(backend.clone())))
 }
 
