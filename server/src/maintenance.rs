@@ -1,5 +1,5 @@
-//! etcd's Maintenance service: Status and Alarm now; the rest answer
-//! `Unimplemented` until their features exist.
+//! etcd's Maintenance service: Status, Alarm, HashKV and Defragment now; the
+//! rest answer `Unimplemented` until their features exist.
 
 use cairn_api::etcdserverpb::{
     maintenance_server::Maintenance, AlarmRequest, AlarmResponse, DefragmentRequest,
@@ -10,6 +10,7 @@ use cairn_api::etcdserverpb::{
 use tonic::{Request, Response, Status};
 
 use crate::backend::{Backend, TERM};
+use crate::error::ServerError;
 
 /// The etcd version Cairn reports. Clients such as kube-apiserver gate
 /// features on it; Cairn implements the 3.6 API surface.
@@ -64,16 +65,35 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
+    /// Compacts RocksDB's files in place; reads and writes continue meanwhile.
     async fn defragment(&self, _: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
-        Err(Status::unimplemented("Defragment is not implemented yet"))
+        let store = self.backend.store().clone();
+        tokio::task::spawn_blocking(move || store.defragment())
+            .await
+            .map_err(|_| Status::from(ServerError::Stopped))?
+            .map_err(ServerError::Storage)?;
+        let rev = self.backend.store().current_revision();
+        Ok(Response::new(DefragmentResponse { header: Some(self.backend.header(rev)) }))
     }
 
     async fn hash(&self, _: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
         Err(Status::unimplemented("Hash is not implemented yet"))
     }
 
-    async fn hash_kv(&self, _: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
-        Err(Status::unimplemented("HashKV is not implemented yet"))
+    async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        let rev = request.into_inner().revision;
+        let store = self.backend.store().clone();
+        let (hash, compact_revision, hash_revision) = tokio::task::spawn_blocking(move || store.hash_kv(rev))
+            .await
+            .map_err(|_| Status::from(ServerError::Stopped))?
+            .map_err(ServerError::Storage)?;
+        let current = self.backend.store().current_revision();
+        Ok(Response::new(HashKvResponse {
+            header: Some(self.backend.header(current)),
+            hash,
+            compact_revision,
+            hash_revision,
+        }))
     }
 
     type SnapshotStream = SnapshotStream;

@@ -863,3 +863,30 @@ fn http_unknown_path_is_404() {
     let (status, body) = http_get(cairn.port, "/no-such-path").unwrap();
     assert_eq!(status, 404, "{body:?}");
 }
+
+#[test]
+fn endpoint_hashkv_and_defrag() {
+    let Some(etcdctl) = common::require_tool("etcdctl") else { return };
+    let (cairn, ctl) = start(&etcdctl);
+    ctl.put("a", "1");
+    ctl.put("b", "2");
+    // "<endpoint>, <hash>"
+    let hash = |ctl: &Ctl| -> u32 {
+        let out = ctl.ok(&["endpoint", "hashkv"]);
+        let (ep, h) = out.trim().split_once(", ").unwrap_or_else(|| panic!("{out:?}"));
+        assert_eq!(ep, cairn.endpoint());
+        h.parse().unwrap_or_else(|_| panic!("{out:?}"))
+    };
+    let first = hash(&ctl);
+    assert_eq!(hash(&ctl), first);
+    ctl.put("a", "3");
+    let second = hash(&ctl);
+    assert_ne!(second, first);
+    let j = ctl.json(&["endpoint", "hashkv"]);
+    assert_eq!(j[0]["HashKV"]["hash"].as_u64(), Some(second as u64), "{j}");
+
+    let out = ctl.ok(&["defrag"]);
+    assert_eq!(out.trim(), format!("Finished defragmenting etcd member[{}]", cairn.endpoint()));
+    assert_eq!(hash(&ctl), second, "defragmenting changes no data");
+    assert_eq!(ctl.ok(&["get", "a", "--print-value-only"]).trim(), "3");
+}

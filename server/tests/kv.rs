@@ -432,3 +432,30 @@ async fn status_and_http_endpoints() {
     let e = cl.lease_grant(10, None).await.unwrap_err();
     assert_eq!(status(e).0, Code::Unimplemented);
 }
+
+#[tokio::test]
+async fn hash_kv_and_defragment() {
+    let c = Cairn::start();
+    let mut cl = client(&c).await;
+    for i in 0..20 {
+        cl.put(format!("k{}", i % 5), format!("v{i}"), None).await.unwrap();
+    }
+    let h = cl.hash_kv(0).await.unwrap();
+    assert_eq!(h.header().unwrap().revision(), 21);
+    assert_eq!(cl.hash_kv(0).await.unwrap().hash(), h.hash(), "stable while nothing changes");
+    let at10 = cl.hash_kv(10).await.unwrap().hash();
+    assert_ne!(at10, h.hash());
+    cl.put("k0", "new", None).await.unwrap();
+    assert_ne!(cl.hash_kv(0).await.unwrap().hash(), h.hash());
+    assert_eq!(cl.hash_kv(21).await.unwrap().hash(), h.hash(), "history does not change");
+    let e = status(cl.hash_kv(99).await.unwrap_err());
+    assert_eq!(e, (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision".into()));
+
+    cl.compact(15, Some(CompactionOptions::new().with_physical())).await.unwrap();
+    let e = status(cl.hash_kv(10).await.unwrap_err());
+    assert_eq!(e, (Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted".into()));
+    cl.defragment().await.unwrap();
+    let r = cl.get("k", Some(GetOptions::new().with_prefix())).await.unwrap();
+    assert_eq!(r.count(), 5);
+    assert_eq!(cl.hash_kv(22).await.unwrap().hash(), cl.hash_kv(0).await.unwrap().hash());
+}

@@ -234,6 +234,57 @@ impl Store {
         Ok(finish_range(req, kvs, count, current))
     }
 
+    /// etcd's HashKV: a CRC32 over the MVCC records visible at revision `rev`
+    /// (0 = current) back to the compaction revision, counting a record at or
+    /// below the compaction revision only if it is still needed there. Members
+    /// that applied the same requests agree on it whatever their physical
+    /// compaction progress. Returns `(hash, compact_revision, hash_revision)`.
+    /// The hash is Cairn's own (CRC32 over Cairn's record encoding); it is
+    /// comparable between Cairn members, not with etcd's numbers.
+    pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64, i64), StorageError> {
+        self.check_usable()?;
+        let (at, compacted) = {
+            let st = self.state.read();
+            let at = if rev <= 0 { st.rev } else { rev };
+            if at > st.rev {
+                return Err(StorageError::FutureRev);
+            }
+            if at < st.compacted {
+                return Err(StorageError::Compacted);
+            }
+            (at, st.compacted)
+        };
+        let mut hasher = crc32fast::Hasher::new();
+        let end = Revision::new(at + 1, 0).to_key();
+        self.engine.scan(Keyspace::Kv, &[], Some(&end), &mut |k, v| {
+            let rec = KvRecord::decode(k, v)?;
+            let r = Revision::from_key(k)
+                .ok_or_else(|| StorageError::Corruption(format!("malformed revision key {k:02x?}")))?;
+            if r.main <= compacted {
+                let st = self.state.read();
+                if st.compacted != compacted {
+                    return Err(StorageError::Compacted);
+                }
+                if rec.kind == RecordKind::Tombstone || st.index.get(&rec.kv.key, compacted) != Some(r) {
+                    return Ok(Scan::Continue);
+                }
+            }
+            hasher.update(k);
+            hasher.update(v);
+            Ok(Scan::Continue)
+        })?;
+        if self.compact_revision() != compacted {
+            return Err(StorageError::Compacted);
+        }
+        Ok((hasher.finalize(), compacted, at))
+    }
+
+    /// Rewrites the engine's files to reclaim space (etcd's Defragment).
+    pub fn defragment(&self) -> Result<(), StorageError> {
+        self.check_usable()?;
+        self.engine.compact_files()
+    }
+
     /// Applies one request at log position `index` (which must be above the
     /// applied index). Data, the new revision and `index` reach the engine in
     /// one atomic batch, so after a crash a request is either fully applied or
@@ -547,6 +598,37 @@ mod tests {
         let next = store.apply(12, &put("even", "12")).unwrap();
         assert_eq!(next.revision, 12);
         assert_eq!(get(&store, "even", 0).unwrap().kvs[0].version, 6);
+    }
+
+    #[test]
+    fn hash_kv_ignores_physical_compaction_progress() {
+        let run = |wait: bool| {
+            let store = Store::open(Arc::new(MemEngine::new()), cfg()).unwrap();
+            for i in 1..=8u64 {
+                store.apply(i, &put(["a", "b", "c"][i as usize % 3], &i.to_string())).unwrap();
+            }
+            store.apply(9, &WriteRequest::DeleteRange(DeleteRangeRequest { key: b"c".to_vec(), ..Default::default() })).unwrap();
+            let before = store.hash_kv(0).unwrap();
+            store.apply(10, &WriteRequest::Compact(CompactionRequest { revision: 7, physical: false })).unwrap();
+            if wait {
+                store.wait_compacted(7);
+            }
+            (before, store.hash_kv(0).unwrap(), store.hash_kv(9).unwrap())
+        };
+        let (before, after_waited, at9_waited) = run(true);
+        let (_, after, at9) = run(false);
+        assert_eq!(after, after_waited);
+        assert_eq!(at9, at9_waited);
+        assert_eq!(after.1, 7);
+        assert_eq!(after.2, 10);
+        assert_ne!(before.0, after.0, "compaction changes what is hashed");
+
+        let store = Store::open(Arc::new(MemEngine::new()), cfg()).unwrap();
+        store.apply(1, &put("a", "1")).unwrap();
+        assert_eq!(store.hash_kv(5), Err(StorageError::FutureRev));
+        let other = Store::open(Arc::new(MemEngine::new()), cfg()).unwrap();
+        other.apply(1, &put("a", "2")).unwrap();
+        assert_ne!(store.hash_kv(0).unwrap().0, other.hash_kv(0).unwrap().0);
     }
 
     #[test]

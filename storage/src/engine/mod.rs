@@ -102,4 +102,7 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Flushes memtables and syncs; called on graceful shutdown.
     fn flush(&self) -> Result<(), StorageError>;
+
+    /// Rewrites stored files to drop deleted data (etcd's defragment).
+    fn compact_files(&self) -> Result<(), StorageError>;
 }

@@ -139,6 +139,15 @@ impl Engine for RocksEngine {
             + self.int_property("rocksdb.cur-size-all-mem-tables")
     }
 
+    fn compact_files(&self) -> Result<(), StorageError> {
+        let mut opts = rocksdb::CompactOptions::default();
+        opts.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        for ks in Keyspace::ALL {
+            self.db.compact_range_cf_opt(self.cf(ks), None::<&[u8]>, None::<&[u8]>, &opts);
+        }
+        Ok(())
+    }
+
     fn flush(&self) -> Result<(), StorageError> {
         for ks in Keyspace::ALL {
             self.db.flush_cf(self.cf(ks)).map_err(engine_err)?;
