@@ -29,7 +29,7 @@ impl From<ServerError> for Status {
                 StorageError::FutureRev => (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision"),
                 StorageError::LeaseNotFound => (Code::NotFound, "etcdserver: requested lease not found"),
                 StorageError::Corruption(_) => (Code::DataLoss, "etcdserver: corrupt cluster"),
-                StorageError::Engine(_) => (Code::Unavailable, "etcdserver: server stopped"),
+                StorageError::Engine(_) | StorageError::Internal(_) => (Code::Unavailable, "etcdserver: server stopped"),
             },
             ServerError::RequestTooLarge => (Code::InvalidArgument, "etcdserver: request is too large"),
             ServerError::Stopped => (Code::Unavailable, "etcdserver: server stopped"),

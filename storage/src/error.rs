@@ -32,11 +32,14 @@ pub enum StorageError {
     /// The engine (RocksDB) failed; the store must not be used further.
     #[error("storage engine: {0}")]
     Engine(String),
+    /// A broken internal invariant; the store must not be used further.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl StorageError {
     /// Fatal errors leave the store unusable; request errors change nothing.
     pub fn is_fatal(&self) -> bool {
-        matches!(self, StorageError::Corruption(_) | StorageError::Engine(_))
+        matches!(self, StorageError::Corruption(_) | StorageError::Engine(_) | StorageError::Internal(_))
     }
 }

@@ -330,6 +330,12 @@ impl Store {
                 }
                 let new_rev = txn.rev();
                 let (changes, events) = txn.into_changes();
+                if let (Err(e), false) = (&result, changes.is_empty()) {
+                    // Every request error is found before the first write; one
+                    // after it would leave the index half-changed.
+                    self.failed.store(true, AtomicOrdering::Release);
+                    return Err(StorageError::Internal(format!("request failed after writing: {e}")));
+                }
                 for (rev, rec) in changes {
                     batch.put(Keyspace::Kv, rev.to_key().to_vec(), rec.encode(rev));
                 }
