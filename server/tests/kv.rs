@@ -306,6 +306,18 @@ async fn txn_validation_errors_change_nothing() {
         (txn(vec![put("a"), put("a")], vec![]), "etcdserver: duplicate key given in txn request"),
         (txn(vec![del("a", "c"), put("b")], vec![]), "etcdserver: duplicate key given in txn request"),
         (txn(vec![put("b"), nested(txn(vec![put("b")], vec![]))], vec![]), "etcdserver: duplicate key given in txn request"),
+        // A put that keeps the old value cannot follow a from-key delete of its key
+        // (etcd 3.6 accepts this and then panics applying it).
+        (
+            txn(
+                vec![
+                    del("a", "\0"),
+                    pb::RequestOp { request: Some(pb::request_op::Request::RequestPut(pb::PutRequest { key: b"a".to_vec(), ignore_value: true, ..Default::default() })) },
+                ],
+                vec![],
+            ),
+            "etcdserver: duplicate key given in txn request",
+        ),
         (txn(vec![put("1"), put("2"), put("3"), put("4"), put("5")], vec![]), "etcdserver: too many operations in txn request"),
         (txn(vec![], vec![put("1"), put("2"), put("3"), put("4"), put("5")]), "etcdserver: too many operations in txn request"),
         // Nested txns get what the parent left: 4 - 3 = 1 op.

@@ -2,7 +2,7 @@
 //! `v3rpc/key.go`). They depend only on the request, so they run on the member
 //! that receives it and never reach the log.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use cairn_api::etcdserverpb::{
     range_request::{SortOrder, SortTarget},
@@ -76,29 +76,39 @@ fn check_op(op: &RequestOp, max_txn_ops: i64) -> Result<(), StorageError> {
 }
 
 /// A delete's key interval as etcd's interval tree sees it. `range_end = "\0"`
-/// is taken literally (an empty interval), exactly as etcd does, so a put and a
-/// from-key delete in one txn are accepted there and here.
+/// is taken literally (an empty interval), exactly as etcd does, so a plain put
+/// after a from-key delete in one txn is accepted here as there.
+///
+/// One deliberate difference: a put with `ignore_value`/`ignore_lease` needs
+/// its key's previous version, which a from-key delete earlier in the txn may
+/// remove. etcd accepts that txn and then panics applying it (on every
+/// member); Cairn rejects it up front as a duplicate key.
 struct DelInterval {
     start: Vec<u8>,
     end: Option<Vec<u8>>,
 }
 
 impl DelInterval {
-    fn covers(&self, k: &[u8]) -> bool {
+    fn covers(&self, k: &[u8], needs_prev: bool) -> bool {
         match &self.end {
             None => k == self.start.as_slice(),
+            Some(end) if end.as_slice() == [0] => needs_prev && self.start.as_slice() <= k,
             Some(end) => self.start.as_slice() <= k && k < end.as_slice(),
         }
     }
 }
 
-fn covered(dels: &[DelInterval], k: &[u8]) -> bool {
-    dels.iter().any(|d| d.covers(k))
+/// Keys a txn branch puts, each with whether the put reads the key's previous
+/// version (`ignore_value`/`ignore_lease`).
+type Puts = HashMap<Vec<u8>, bool>;
+
+fn covered(dels: &[DelInterval], k: &[u8], needs_prev: bool) -> bool {
+    dels.iter().any(|d| d.covers(k, needs_prev))
 }
 
 /// Returns the keys put and the intervals deleted by `ops` (both branches of
 /// nested txns), failing with `DuplicateKey` where a key would be written twice.
-fn check_intervals(ops: &[RequestOp]) -> Result<(HashSet<Vec<u8>>, Vec<DelInterval>), StorageError> {
+fn check_intervals(ops: &[RequestOp]) -> Result<(Puts, Vec<DelInterval>), StorageError> {
     let mut dels: Vec<DelInterval> = ops
         .iter()
         .filter_map(|op| match &op.request {
@@ -110,23 +120,24 @@ fn check_intervals(ops: &[RequestOp]) -> Result<(HashSet<Vec<u8>>, Vec<DelInterv
         })
         .collect();
 
-    let mut puts: HashSet<Vec<u8>> = HashSet::new();
+    let mut puts: Puts = HashMap::new();
     for op in ops {
         let Some(Request::RequestTxn(t)) = &op.request else { continue };
         let (puts_then, dels_then) = check_intervals(&t.success)?;
         let (puts_else, dels_else) = check_intervals(&t.failure)?;
-        for k in &puts_then {
-            if puts.contains(k) || covered(&dels, k) {
+        for (k, &needs_prev) in &puts_then {
+            if puts.contains_key(k) || covered(&dels, k, needs_prev) {
                 return Err(StorageError::DuplicateKey);
             }
-            puts.insert(k.clone());
+            puts.insert(k.clone(), needs_prev);
         }
-        for k in puts_else {
+        for (k, needs_prev) in puts_else {
             // The two branches are exclusive, so a key in both is fine.
-            if (puts.contains(&k) && !puts_then.contains(&k)) || covered(&dels, &k) {
+            if (puts.contains_key(&k) && !puts_then.contains_key(&k)) || covered(&dels, &k, needs_prev) {
                 return Err(StorageError::DuplicateKey);
             }
-            puts.insert(k);
+            let both = needs_prev || puts.get(&k).copied().unwrap_or(false);
+            puts.insert(k, both);
         }
         dels.extend(dels_then);
         dels.extend(dels_else);
@@ -134,10 +145,11 @@ fn check_intervals(ops: &[RequestOp]) -> Result<(HashSet<Vec<u8>>, Vec<DelInterv
 
     for op in ops {
         let Some(Request::RequestPut(p)) = &op.request else { continue };
-        if puts.contains(&p.key) || covered(&dels, &p.key) {
+        let needs_prev = p.ignore_value || p.ignore_lease;
+        if puts.contains_key(&p.key) || covered(&dels, &p.key, needs_prev) {
             return Err(StorageError::DuplicateKey);
         }
-        puts.insert(p.key.clone());
+        puts.insert(p.key.clone(), needs_prev);
     }
     Ok((puts, dels))
 }
