@@ -1,0 +1,84 @@
+//! Cairn's openraft type configuration and the data it replicates.
+//!
+//! Everything openraft is generic over is fixed here, once, so the rest of
+//! Cairn names `cairn_raft::TypeConfig` (and the aliases below) and never
+//! spells an openraft generic itself.
+//!
+//! Snapshot data is *not* part of the type configuration in openraft 0.10: it
+//! is `RaftStateMachine::SnapshotData` (and `RaftNetworkV2::SnapshotData`,
+//! which `Raft::new` requires to be the same type). The log store does not
+//! need it, so it is chosen with the state machine.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A Cairn member as Raft membership records it (`C::Node`). Membership log
+/// entries carry these, so peers learn each other's URLs from the log.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// `--name`.
+    pub name: String,
+    /// `--initial-advertise-peer-urls`: where other members reach this one.
+    pub peer_urls: Vec<String>,
+    /// `--advertise-client-urls`.
+    pub client_urls: Vec<String>,
+}
+
+/// The application payload of a normal log entry (`C::D`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftRequest {
+    /// Proposer-chosen id, so the proposer can match the applied entry to
+    /// its waiting client.
+    pub id: u64,
+    /// A protobuf-encoded Cairn write request; opaque to this crate.
+    pub payload: Vec<u8>,
+}
+
+impl fmt::Display for RaftRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "RaftRequest{{id: {}, payload: {} bytes}}",
+            self.id,
+            self.payload.len()
+        )
+    }
+}
+
+/// What applying a [`RaftRequest`] returns to the proposer (`C::R`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaftResponse {
+    /// A protobuf-encoded Cairn response; opaque to this crate.
+    pub payload: Vec<u8>,
+}
+
+openraft::declare_raft_types!(
+    /// Cairn's openraft type configuration. Terms and node ids are `u64`;
+    /// every other type is openraft's default (advanced leader id, `Vote`,
+    /// `Entry`, Tokio runtime).
+    pub TypeConfig:
+        D = RaftRequest,
+        R = RaftResponse,
+        NodeId = u64,
+        Node = Member,
+);
+
+/// A Raft node id (etcd's member id).
+pub type NodeId = u64;
+/// A log entry as stored and replicated.
+pub type Entry = openraft::alias::EntryOf<TypeConfig>;
+/// An entry's payload: blank, normal ([`RaftRequest`]) or membership.
+pub type EntryPayload = openraft::alias::EntryPayloadOf<TypeConfig>;
+/// `(committed leader id, index)`: identifies an entry.
+pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
+/// The persisted vote (term, voted-for, committed flag).
+pub type Vote = openraft::alias::VoteOf<TypeConfig>;
+/// What [`crate::RocksLogStore`] reports about its log.
+pub type LogState = openraft::storage::LogState<TypeConfig>;
+/// Cluster membership (voters, learners, their [`Member`]s).
+pub type Membership = openraft::Membership<NodeId, Member>;
+/// A membership together with the log id that introduced it.
+pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
+/// The storage completion callback `append` receives.
+pub type IoFlushed = openraft::storage::IOFlushed<TypeConfig>;
