@@ -3,8 +3,9 @@
 //! rest of Cairn uses [`TypeConfig`], the aliases in [`types`] and, where an
 //! openraft item is unavoidable, the re-export [`openraft`].
 //!
-//! So far it holds the durable log store, [`RocksLogStore`]; the state
-//! machine (on `cairn-storage`) and the network come next.
+//! So far it holds the durable log store, [`RocksLogStore`], and the gRPC
+//! peer network ([`network`]: [`PeerNetwork`] to send, [`RaftPeerService`]
+//! to receive); the state machine (on `cairn-storage`) comes next.
 //!
 //! # Why the log store is built this way
 //!
@@ -68,11 +69,13 @@
 
 pub mod error;
 pub mod log_store;
+pub mod network;
 mod record;
 pub mod types;
 
 pub use error::LogStoreError;
 pub use log_store::{RocksLogReader, RocksLogStore};
+pub use network::{PeerClient, PeerNetwork, RaftPeerService, SnapshotData};
 /// The pinned openraft, for the few places outside this crate (and its
 /// tests) that need an openraft item directly.
 pub use openraft;

@@ -1,0 +1,598 @@
+//! The Raft peer network: a tonic gRPC service (`cairnraftpb.Raft`, see
+//! `proto/raft.proto`) and the openraft client side that calls it.
+//!
+//! # Wire format
+//!
+//! Every RPC carries openraft's own request type, bincode-encoded, in a
+//! `bytes` field, together with the node id the sender meant to reach. The
+//! reply carries the bincode-encoded `Result` of the receiver's
+//! [`openraft::Raft`] method, so openraft errors cross the wire unchanged;
+//! a gRPC error only ever means a transport or addressing failure.
+//!
+//! | RPC              | receiver calls                    | request                      |
+//! |------------------|-----------------------------------|------------------------------|
+//! | `Vote`           | [`Raft::vote`]                    | `VoteRequest`                |
+//! | `PreVote`        | [`Raft::pre_vote`]                | `VoteRequest`                |
+//! | `AppendEntries`  | [`Raft::append_entries`]          | `AppendEntriesRequest`       |
+//! | `Snapshot`       | [`Raft::install_full_snapshot`]   | stream of [`SnapshotChunk`]s |
+//! | `TransferLeader` | [`Raft::handle_transfer_leader`]  | `TransferLeaderRequest`      |
+//!
+//! A `Snapshot` call streams the snapshot in chunks of at most
+//! [`SNAPSHOT_CHUNK_SIZE`] bytes; the first chunk also carries the leader's
+//! vote and the snapshot meta. Every other message is bounded by
+//! [`MAX_MESSAGE_SIZE`] on both sides (openraft's `max_payload_entries`
+//! keeps append batches well under it for sane entry sizes).
+//!
+//! # Errors and timeouts (client side)
+//!
+//! openraft does not enforce [`RPCOption`]'s deadlines itself, so every call
+//! here is bounded: unary RPCs by `soft_ttl`, a snapshot transfer by
+//! `soft_ttl` per chunk (plus one); both plus a transfer allowance of one
+//! second per 8 MiB sent (openraft gives AppendEntries only
+//! `heartbeat_interval`, which a big batch cannot meet). Failures map to
+//! openraft's errors:
+//!
+//! - deadline passed: `Timeout`;
+//! - the peer cannot be reached (no URL, bad URL, connection refused, the
+//!   address now belongs to another node id) or the remote Raft is shut down
+//!   (`Fatal`): `Unreachable`, which makes openraft back off;
+//! - anything else (undecodable reply, other gRPC status): `NetworkError`.
+//!
+//! Connections are made lazily (tonic `connect_lazy`) to the first of the
+//! member's `peer_urls`, cached per target and lane (replication,
+//! heartbeat, snapshot; see [`PeerNetwork`]), and re-made after a transport
+//! failure.
+//!
+//! # Snapshot data
+//!
+//! [`SnapshotData`] is `Cursor<Vec<u8>>`: the state machine hands the
+//! network a whole snapshot in memory, and the receiver collects the chunks
+//! into memory before calling `install_full_snapshot`. Only the wire is
+//! chunked. A state machine with snapshots too big for memory will need a
+//! file-backed `SnapshotData` and a matching change here (stream the file
+//! out, spool chunks to a file on receipt).
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bincode::Options;
+use openraft::alias::{SnapshotMetaOf, SnapshotOf};
+use openraft::errors::{
+    Fatal, NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Timeout,
+    Unreachable,
+};
+use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::storage::RaftStateMachine;
+use openraft::{OptionalSend, Raft};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::types::{NodeId, Vote};
+use crate::{Member, TypeConfig};
+
+/// The generated protobuf messages and tonic stubs of `cairnraftpb`.
+pub mod pb {
+    tonic::include_proto!("cairnraftpb");
+}
+
+pub use pb::raft_server::RaftServer;
+pub use pb::{RaftMessage, SnapshotChunk};
+
+/// The snapshot data the network moves: the state machine's
+/// `RaftStateMachine::SnapshotData` must be this type.
+pub type SnapshotData = Cursor<Vec<u8>>;
+
+/// A snapshot as the state machine hands it to the network.
+pub type Snapshot = SnapshotOf<TypeConfig, SnapshotData>;
+
+/// The largest gRPC message either side sends or accepts.
+pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
+
+/// The most snapshot data one [`SnapshotChunk`] carries.
+pub const SNAPSHOT_CHUNK_SIZE: usize = 1024 * 1024;
+
+/// How long establishing a TCP/HTTP2 connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The throughput every peer link is assumed to reach at least: a request of
+/// `n` bytes gets `n / MIN_THROUGHPUT` seconds on top of its `soft_ttl`.
+/// openraft times AppendEntries by `heartbeat_interval` alone, which a large
+/// batch cannot meet on a real network; without the allowance it would time
+/// out, be resent, and time out again forever.
+const MIN_THROUGHPUT: u64 = 8 * 1024 * 1024;
+
+fn transfer_allowance(bytes: usize) -> Duration {
+    Duration::from_micros(bytes as u64 * 1_000_000 / MIN_THROUGHPUT)
+}
+
+fn codec() -> impl Options {
+    bincode::DefaultOptions::new().with_limit(MAX_MESSAGE_SIZE as u64)
+}
+
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, bincode::Error> {
+    codec().serialize(v)
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Error> {
+    codec().deserialize(bytes)
+}
+
+// ---------------------------------------------------------------------------
+// Server side
+// ---------------------------------------------------------------------------
+
+/// The receiving side: the `cairnraftpb.Raft` service for one local node,
+/// handing every request to its [`Raft`].
+pub struct RaftPeerService<SM>
+where
+    SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotData>,
+{
+    id: NodeId,
+    raft: Raft<TypeConfig, SM>,
+}
+
+impl<SM> RaftPeerService<SM>
+where
+    SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotData>,
+{
+    /// The service for node `id`, which runs `raft`.
+    pub fn new(id: NodeId, raft: Raft<TypeConfig, SM>) -> Self {
+        Self { id, raft }
+    }
+
+    /// Wraps the service for a tonic `Server`, with the message size limits.
+    pub fn into_server(self) -> RaftServer<Self>
+    where
+        SM: 'static,
+        Self: pb::raft_server::Raft,
+    {
+        RaftServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE)
+    }
+
+    fn check_target(&self, target: NodeId) -> Result<(), Status> {
+        if target == self.id {
+            Ok(())
+        } else {
+            Err(Status::failed_precondition(format!(
+                "this is node {}, not node {target}",
+                self.id
+            )))
+        }
+    }
+
+    fn request<T: DeserializeOwned>(&self, msg: &RaftMessage) -> Result<T, Status> {
+        self.check_target(msg.target)?;
+        decode(&msg.data).map_err(|e| Status::invalid_argument(format!("undecodable request: {e}")))
+    }
+
+    fn reply<T: Serialize>(&self, result: &T) -> Result<Response<RaftMessage>, Status> {
+        let data = encode(result).map_err(|e| Status::internal(format!("unencodable reply: {e}")))?;
+        Ok(Response::new(RaftMessage {
+            target: self.id,
+            data,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl<SM> pb::raft_server::Raft for RaftPeerService<SM>
+where
+    SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotData> + 'static,
+    Raft<TypeConfig, SM>: Send + Sync,
+{
+    async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let rpc: VoteRequest<TypeConfig> = self.request(req.get_ref())?;
+        self.reply(&self.raft.vote(rpc).await)
+    }
+
+    async fn pre_vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let rpc: VoteRequest<TypeConfig> = self.request(req.get_ref())?;
+        self.reply(&self.raft.pre_vote(rpc).await)
+    }
+
+    async fn append_entries(
+        &self,
+        req: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> = self.request(req.get_ref())?;
+        self.reply(&self.raft.append_entries(rpc).await)
+    }
+
+    async fn snapshot(
+        &self,
+        req: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let mut chunks = req.into_inner();
+        let first = chunks
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        self.check_target(first.target)?;
+        let (vote, meta): (Vote, SnapshotMetaOf<TypeConfig>) = decode(&first.header)
+            .map_err(|e| Status::invalid_argument(format!("undecodable snapshot header: {e}")))?;
+        let mut data = first.data;
+        if data.len() > SNAPSHOT_CHUNK_SIZE {
+            return Err(Status::invalid_argument("snapshot chunk too large"));
+        }
+        while let Some(chunk) = chunks.message().await? {
+            if chunk.data.len() > SNAPSHOT_CHUNK_SIZE || !chunk.header.is_empty() {
+                return Err(Status::invalid_argument("malformed snapshot chunk"));
+            }
+            data.extend_from_slice(&chunk.data);
+        }
+        tracing::info!(
+            node = self.id,
+            bytes = data.len(),
+            meta = %meta,
+            "received snapshot, installing"
+        );
+        let snapshot = Snapshot {
+            meta,
+            snapshot: Cursor::new(data),
+        };
+        self.reply(&self.raft.install_full_snapshot(vote, snapshot).await)
+    }
+
+    async fn transfer_leader(
+        &self,
+        req: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let rpc: TransferLeaderRequest<TypeConfig> = self.request(req.get_ref())?;
+        self.reply(&self.raft.handle_transfer_leader(rpc).await)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Client side
+// ---------------------------------------------------------------------------
+
+/// The sending side for node `id`: openraft's network factory, handing out
+/// one [`PeerClient`] per target and purpose.
+///
+/// gRPC channels (HTTP/2 connections) are cached per target, peer URL and
+/// lane and shared by the clients openraft creates and drops (it makes a new
+/// vote client per election, for instance). Replication, heartbeats and
+/// snapshots use separate lanes, so a large append batch or snapshot never
+/// delays a heartbeat behind it on one TCP connection. Votes and
+/// TransferLeader share the replication lane. A channel is replaced after a
+/// transport failure. Channels of members that left stay cached (three per
+/// member ever seen; idle ones hold no connection once the peer is gone).
+#[derive(Clone, Debug)]
+pub struct PeerNetwork {
+    id: NodeId,
+    channels: Arc<Mutex<HashMap<ChannelKey, Channel>>>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Lane {
+    Replication,
+    Heartbeat,
+    Snapshot,
+}
+
+type ChannelKey = (NodeId, String, Lane);
+
+impl PeerNetwork {
+    /// The network of local node `id` (used in timeout errors).
+    pub fn new(id: NodeId) -> Self {
+        Self {
+            id,
+            channels: Arc::default(),
+        }
+    }
+
+    fn client(&self, target: NodeId, node: &Member, lane: Lane) -> PeerClient {
+        PeerClient {
+            id: self.id,
+            target,
+            url: node.peer_urls.first().cloned(),
+            lane,
+            channels: self.channels.clone(),
+            client: None,
+            replace_channel: false,
+        }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerClient {
+        self.client(target, node, Lane::Replication)
+    }
+
+    async fn new_heartbeat_client(&mut self, target: NodeId, node: &Member) -> PeerClient {
+        self.client(target, node, Lane::Heartbeat)
+    }
+
+    async fn new_snapshot_client(&mut self, target: NodeId, node: &Member) -> PeerClient {
+        self.client(target, node, Lane::Snapshot)
+    }
+}
+
+/// A connection from the local node to one peer.
+pub struct PeerClient {
+    id: NodeId,
+    target: NodeId,
+    url: Option<String>,
+    lane: Lane,
+    channels: Arc<Mutex<HashMap<ChannelKey, Channel>>>,
+    client: Option<pb::raft_client::RaftClient<Channel>>,
+    /// The last call failed in transport: make a new channel.
+    replace_channel: bool,
+}
+
+/// What a transport failure is, before it is put in an openraft error type.
+enum Failure {
+    Timeout(Duration),
+    Unreachable(String),
+    Network(String),
+}
+
+impl Failure {
+    fn from_status(s: &Status) -> Self {
+        match s.code() {
+            // Not connected / connection refused, or the address is now
+            // another node: back off.
+            tonic::Code::Unavailable | tonic::Code::FailedPrecondition => {
+                Failure::Unreachable(s.to_string())
+            }
+            _ => Failure::Network(s.to_string()),
+        }
+    }
+
+    fn into_rpc(self, id: NodeId, target: NodeId, action: RPCTypes) -> RPCError<TypeConfig> {
+        match self {
+            Failure::Timeout(timeout) => RPCError::Timeout(Timeout {
+                action,
+                id,
+                target,
+                timeout,
+            }),
+            Failure::Unreachable(m) => RPCError::Unreachable(Unreachable::from_string(m)),
+            Failure::Network(m) => RPCError::Network(NetworkError::from_string(m)),
+        }
+    }
+
+    fn into_streaming(self, id: NodeId, target: NodeId) -> StreamingError<TypeConfig> {
+        self.into_rpc(id, target, RPCTypes::InstallSnapshot).into()
+    }
+}
+
+impl PeerClient {
+    fn client(&mut self) -> Result<pb::raft_client::RaftClient<Channel>, Failure> {
+        if let Some(c) = &self.client {
+            return Ok(c.clone());
+        }
+        let url = self.url.as_ref().ok_or_else(|| {
+            Failure::Unreachable(format!("node {} has no peer URL", self.target))
+        })?;
+        let key = (self.target, url.clone(), self.lane);
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        let cached = channels.get(&key).filter(|_| !self.replace_channel).cloned();
+        let channel = match cached {
+            Some(ch) => ch,
+            None => {
+                let endpoint = Endpoint::from_shared(url.clone())
+                    .map_err(|e| Failure::Unreachable(format!("bad peer URL {url:?}: {e}")))?
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(5))
+                    .keep_alive_timeout(Duration::from_secs(5));
+                let ch = endpoint.connect_lazy();
+                channels.insert(key, ch.clone());
+                ch
+            }
+        };
+        drop(channels);
+        self.replace_channel = false;
+        let client = pb::raft_client::RaftClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
+        self.client = Some(client.clone());
+        Ok(client)
+    }
+
+    /// After a transport failure: reconnect from scratch next time.
+    fn reset(&mut self) {
+        self.client = None;
+        self.replace_channel = true;
+    }
+
+    /// One unary RPC: encode, send within `soft_ttl`, decode the reply's
+    /// `Result<Resp, E>`; a remote error `E` means the remote Raft is down.
+    async fn unary<Req, Resp, E>(
+        &mut self,
+        action: RPCTypes,
+        pre_vote: bool,
+        rpc: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<TypeConfig>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: DeserializeOwned + std::error::Error + 'static,
+    {
+        let (id, target) = (self.id, self.target);
+        let res = self.unary_inner::<Req, Resp, E>(action, pre_vote, rpc, option).await;
+        res.map_err(|f| {
+            if matches!(f, Failure::Unreachable(_) | Failure::Network(_)) {
+                self.reset();
+            }
+            f.into_rpc(id, target, action)
+        })
+    }
+
+    async fn unary_inner<Req, Resp, E>(
+        &mut self,
+        action: RPCTypes,
+        pre_vote: bool,
+        rpc: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, Failure>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: DeserializeOwned + std::error::Error + 'static,
+    {
+        let mut client = self.client()?;
+        let data = encode(rpc).map_err(|e| Failure::Network(format!("encoding request: {e}")))?;
+        let ttl = option.soft_ttl() + transfer_allowance(data.len());
+        let mut req = Request::new(RaftMessage {
+            target: self.target,
+            data,
+        });
+        req.set_timeout(ttl);
+        let call = async move {
+            match action {
+                RPCTypes::Vote if pre_vote => client.pre_vote(req).await,
+                RPCTypes::Vote => client.vote(req).await,
+                RPCTypes::AppendEntries => client.append_entries(req).await,
+                RPCTypes::TransferLeader => client.transfer_leader(req).await,
+                RPCTypes::InstallSnapshot => Err(Status::internal("not a unary RPC")),
+            }
+        };
+        let reply = match tokio::time::timeout(ttl, call).await {
+            Err(_) => return Err(Failure::Timeout(ttl)),
+            // tonic enforces the request's grpc-timeout itself, reporting
+            // `Cancelled` ("Timeout expired"); the server `DeadlineExceeded`.
+            Ok(Err(status))
+                if matches!(
+                    status.code(),
+                    tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+                ) =>
+            {
+                return Err(Failure::Timeout(ttl))
+            }
+            Ok(Err(status)) => return Err(Failure::from_status(&status)),
+            Ok(Ok(reply)) => reply.into_inner(),
+        };
+        let result: Result<Resp, E> = decode(&reply.data)
+            .map_err(|e| Failure::Network(format!("undecodable reply: {e}")))?;
+        result.map_err(|e| Failure::Unreachable(format!("remote node {}: {e}", self.target)))
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary::<_, _, RaftError<TypeConfig>>(RPCTypes::AppendEntries, false, &rpc, &option)
+            .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary::<_, _, RaftError<TypeConfig>>(RPCTypes::Vote, false, &rpc, &option)
+            .await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary::<_, _, RaftError<TypeConfig>>(RPCTypes::Vote, true, &rpc, &option)
+            .await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.unary::<_, _, Fatal<TypeConfig>>(RPCTypes::TransferLeader, false, &req, &option)
+            .await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl std::future::Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let (id, target) = (self.id, self.target);
+        let chunk_size = option
+            .snapshot_chunk_size()
+            .filter(|n| *n > 0)
+            .map_or(SNAPSHOT_CHUNK_SIZE, |n| n.min(SNAPSHOT_CHUNK_SIZE));
+        let meta = snapshot.meta;
+        let data = snapshot.snapshot.into_inner();
+        let n_chunks = data.len().div_ceil(chunk_size) as u32;
+        let ttl = option.soft_ttl() * (n_chunks + 1) + transfer_allowance(data.len());
+        tracing::info!(
+            from = id,
+            to = target,
+            bytes = data.len(),
+            meta = %meta,
+            "sending snapshot"
+        );
+        let header = encode(&(vote, meta))
+            .map_err(|e| StreamingError::Network(NetworkError::from_string(e)))?;
+
+        // Chunks are cut lazily from the snapshot as tonic pulls them.
+        let chunks = futures_util::stream::unfold(
+            (Some(header), data, 0usize),
+            move |(header, data, off)| async move {
+                if header.is_none() && off >= data.len() {
+                    return None;
+                }
+                let end = (off + chunk_size).min(data.len());
+                let chunk = SnapshotChunk {
+                    target,
+                    header: header.unwrap_or_default(),
+                    data: data[off..end].to_vec(),
+                };
+                Some((chunk, (None, data, end)))
+            },
+        );
+
+        let mut client = match self.client() {
+            Ok(c) => c,
+            Err(f) => return Err(f.into_streaming(id, target)),
+        };
+        let call = tokio::time::timeout(ttl, client.snapshot(Request::new(chunks)));
+        let outcome = tokio::select! {
+            closed = pin!(cancel) => return Err(StreamingError::Closed(closed)),
+            r = call => r,
+        };
+        let failure = match outcome {
+            Err(_) => Failure::Timeout(ttl),
+            Ok(Err(status)) => Failure::from_status(&status),
+            Ok(Ok(reply)) => {
+                let result: Result<Result<SnapshotResponse<TypeConfig>, Fatal<TypeConfig>>, _> =
+                    decode(&reply.into_inner().data);
+                match result {
+                    Ok(Ok(resp)) => return Ok(resp),
+                    Ok(Err(fatal)) => {
+                        Failure::Unreachable(format!("remote node {target}: {fatal}"))
+                    }
+                    Err(e) => Failure::Network(format!("undecodable reply: {e}")),
+                }
+            }
+        };
+        if !matches!(failure, Failure::Timeout(_)) {
+            self.reset();
+        }
+        Err(failure.into_streaming(id, target))
+    }
+}

@@ -1,0 +1,546 @@
+//! Real 3-node openraft clusters on 127.0.0.1 over the gRPC peer network
+//! (`cairn_raft::network`), each node with a `RocksLogStore` in a temporary
+//! directory and a small in-memory test state machine.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cairn_raft::network::{Snapshot, SnapshotData, SNAPSHOT_CHUNK_SIZE};
+use cairn_raft::openraft;
+use cairn_raft::types::{EntryPayload, LogId, StoredMembership};
+use cairn_raft::{
+    Member, PeerNetwork, RaftPeerService, RaftRequest, RaftResponse, RocksLogStore, TypeConfig,
+};
+use futures_util::{Stream, StreamExt};
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::entry::RaftEntry;
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{Config, OptionalSend, Raft, ServerState, SnapshotPolicy};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Every test runs under this bound so a hang fails instead of stalling CI.
+const TEST_BOUND: Duration = Duration::from_secs(55);
+/// How long any single expected event (election, replication) may take.
+const WAIT: Duration = Duration::from_secs(15);
+
+async fn bounded<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(TEST_BOUND, f)
+        .await
+        .expect("test exceeded its time bound")
+}
+
+// ---------------------------------------------------------------------------
+// A test-only state machine
+// ---------------------------------------------------------------------------
+
+/// The applied state: every normal entry's `(request id, payload)` in apply
+/// order. Its snapshot is that list, bincode-encoded.
+#[derive(Default)]
+struct SmState {
+    last_applied: Option<LogId>,
+    last_membership: StoredMembership,
+    applied: Vec<(u64, Vec<u8>)>,
+    current: Option<(openraft::alias::SnapshotMetaOf<TypeConfig>, Vec<u8>)>,
+    snapshots_installed: usize,
+}
+
+#[derive(Clone, Default)]
+struct TestSm {
+    state: Arc<Mutex<SmState>>,
+}
+
+impl TestSm {
+    fn applied(&self) -> Vec<(u64, Vec<u8>)> {
+        self.state.lock().unwrap().applied.clone()
+    }
+    fn applied_ids(&self) -> Vec<u64> {
+        self.state.lock().unwrap().applied.iter().map(|(id, _)| *id).collect()
+    }
+    fn snapshots_installed(&self) -> usize {
+        self.state.lock().unwrap().snapshots_installed
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for TestSm {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let mut st = self.state.lock().unwrap();
+        let meta = openraft::alias::SnapshotMetaOf::<TypeConfig> {
+            last_log_id: st.last_applied,
+            last_membership: st.last_membership.clone(),
+        };
+        let data = bincode::serialize(&st.applied).map_err(io::Error::other)?;
+        st.current = Some((meta.clone(), data.clone()));
+        Ok(Snapshot {
+            meta,
+            snapshot: SnapshotData::new(data),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for TestSm {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let st = self.state.lock().unwrap();
+        Ok((st.last_applied, st.last_membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let mut reply = RaftResponse::default();
+            {
+                let mut st = self.state.lock().unwrap();
+                st.last_applied = Some(entry.log_id());
+                if let Some(m) = entry.get_membership() {
+                    st.last_membership = StoredMembership::new(Some(entry.log_id()), m);
+                }
+                if let EntryPayload::Normal(req) = &entry.payload {
+                    st.applied.push((req.id, req.payload.clone()));
+                    reply.payload = (st.applied.len() as u64).to_be_bytes().to_vec();
+                }
+            }
+            if let Some(r) = responder {
+                r.send(reply);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &openraft::alias::SnapshotMetaOf<TypeConfig>,
+        snapshot: SnapshotData,
+    ) -> Result<(), io::Error> {
+        let data = snapshot.into_inner();
+        let applied: Vec<(u64, Vec<u8>)> = bincode::deserialize(&data).map_err(io::Error::other)?;
+        let mut st = self.state.lock().unwrap();
+        st.last_applied = meta.last_log_id;
+        st.last_membership = meta.last_membership.clone();
+        st.applied = applied;
+        st.current = Some((meta.clone(), data));
+        st.snapshots_installed += 1;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        let st = self.state.lock().unwrap();
+        Ok(st.current.as_ref().map(|(meta, data)| Snapshot {
+            meta: meta.clone(),
+            snapshot: SnapshotData::new(data.clone()),
+        }))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Nodes
+// ---------------------------------------------------------------------------
+
+struct Node {
+    id: u64,
+    addr: SocketAddr,
+    raft: Raft<TypeConfig, TestSm>,
+    sm: TestSm,
+    stop_server: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn member(&self) -> Member {
+        Member {
+            name: format!("n{}", self.id),
+            peer_urls: vec![format!("http://{}", self.addr)],
+            client_urls: vec![],
+        }
+    }
+
+    fn metrics(&self) -> openraft::RaftMetrics<TypeConfig> {
+        self.raft.metrics().borrow_watched().clone()
+    }
+
+    /// Stops the Raft node and its gRPC server (the node "dies").
+    async fn kill(&mut self) {
+        self.raft.shutdown().await.expect("raft shutdown");
+        if let Some(tx) = self.stop_server.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            // Graceful shutdown waits for open peer connections; don't wait long.
+            let abort = server.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(2), server).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}
+
+fn config(snapshot_policy: SnapshotPolicy) -> Arc<Config> {
+    let config = Config {
+        cluster_name: "cairn-test".to_string(),
+        heartbeat_interval: 100,
+        election_timeout_min: 500,
+        election_timeout_max: 1000,
+        install_snapshot_timeout: 2000,
+        enable_pre_vote: Some(true),
+        snapshot_policy,
+        max_in_snapshot_log_to_keep: 0,
+        purge_batch_size: 1,
+        ..Default::default()
+    };
+    Arc::new(config.validate().expect("valid config"))
+}
+
+async fn start_node(id: u64, config: Arc<Config>) -> Node {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = RocksLogStore::open(dir.path()).unwrap();
+    let sm = TestSm::default();
+    let raft = Raft::new(id, config, PeerNetwork::new(id), store, sm.clone())
+        .await
+        .expect("raft starts");
+    let service = RaftPeerService::new(id, raft.clone()).into_server();
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                async move {
+                    let _ = rx.await;
+                },
+            ),
+    );
+    Node {
+        id,
+        addr,
+        raft,
+        sm,
+        stop_server: Some(tx),
+        server: Some(server),
+        _dir: dir,
+    }
+}
+
+/// Starts nodes 1..=3 and initializes them as one cluster.
+async fn start_cluster(config: Arc<Config>) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(start_node(id, config.clone()).await);
+    }
+    let members: BTreeMap<u64, Member> = nodes.iter().map(|n| (n.id, n.member())).collect();
+    nodes[0].raft.initialize(members).await.expect("initialize");
+    nodes
+}
+
+async fn shutdown_all(nodes: &mut [Node]) {
+    for n in nodes.iter_mut() {
+        if n.server.is_some() {
+            n.kill().await;
+        }
+    }
+}
+
+/// Waits until one live node is a leader ready for writes and every live
+/// node follows it.
+async fn wait_leader(nodes: &[Node], not: Option<u64>) -> u64 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let live: Vec<&Node> = nodes.iter().filter(|n| n.server.is_some()).collect();
+        let leader = live
+            .iter()
+            .map(|n| n.metrics())
+            // A leader serves writes once an entry of its own term (its
+            // blank entry) is committed.
+            .find(|m| {
+                m.state == ServerState::Leader
+                    && Some(m.id) != not
+                    && m.cluster_committed.is_some_and(|c| c.leader_id.term == m.current_term)
+            })
+            .map(|m| m.id);
+        if let Some(l) = leader {
+            if live.iter().all(|n| n.metrics().current_leader == Some(l)) {
+                return l;
+            }
+        }
+        assert!(Instant::now() < deadline, "no agreed leader within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn node(nodes: &[Node], id: u64) -> &Node {
+    nodes.iter().find(|n| n.id == id).unwrap()
+}
+
+/// Writes requests `ids` through `leader`, in order; returns the last log index.
+async fn write(leader: &Node, ids: std::ops::Range<u64>, payload_len: usize) -> u64 {
+    let mut last = 0;
+    for id in ids {
+        let resp = leader
+            .raft
+            .client_write(RaftRequest {
+                id,
+                payload: payload(id, payload_len),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("write {id} via node {}: {e}", leader.id));
+        last = resp.log_id.index;
+    }
+    last
+}
+
+fn payload(id: u64, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (id as usize * 31 + i) as u8).collect()
+}
+
+async fn wait_applied(n: &Node, index: u64) {
+    n.raft
+        .wait(Some(WAIT))
+        .applied_index_at_least(Some(index), format!("node {} applies {index}", n.id))
+        .await
+        .unwrap_or_else(|e| panic!("node {} did not apply {index}: {e}", n.id));
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_are_applied_in_the_same_order_on_every_node() {
+    bounded(async {
+        let started = Instant::now();
+        let mut nodes = start_cluster(config(SnapshotPolicy::Never)).await;
+        let leader = wait_leader(&nodes, None).await;
+        println!("leader {leader} elected after {:?}", started.elapsed());
+
+        let t = Instant::now();
+        let last = write(node(&nodes, leader), 0..200, 100).await;
+        println!("200 writes committed in {:?}", t.elapsed());
+        for n in &nodes {
+            wait_applied(n, last).await;
+        }
+        let expected: Vec<(u64, Vec<u8>)> = (0..200).map(|id| (id, payload(id, 100))).collect();
+        for n in &nodes {
+            assert_eq!(n.sm.applied(), expected, "node {} applied state", n.id);
+        }
+        shutdown_all(&mut nodes).await;
+        println!("test took {:?}", started.elapsed());
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_leader_is_elected_when_the_leader_dies() {
+    bounded(async {
+        let started = Instant::now();
+        let mut nodes = start_cluster(config(SnapshotPolicy::Never)).await;
+        let old = wait_leader(&nodes, None).await;
+        let last = write(node(&nodes, old), 0..20, 10).await;
+        for n in &nodes {
+            wait_applied(n, last).await;
+        }
+
+        let old_term = node(&nodes, old).metrics().current_term;
+        let t = Instant::now();
+        nodes.iter_mut().find(|n| n.id == old).unwrap().kill().await;
+        let new = wait_leader(&nodes, Some(old)).await;
+        let took = t.elapsed();
+        println!("node {old} killed; node {new} elected after {took:?}");
+        assert_ne!(new, old);
+        assert!(node(&nodes, new).metrics().current_term > old_term);
+        // A few election timeouts (max 1 s each), not more.
+        assert!(took < Duration::from_secs(5), "election took {took:?}");
+
+        let last = write(node(&nodes, new), 20..40, 10).await;
+        let live: Vec<&Node> = nodes.iter().filter(|n| n.id != old).collect();
+        for n in &live {
+            wait_applied(n, last).await;
+            assert_eq!(n.sm.applied_ids(), (0..40).collect::<Vec<_>>(), "node {}", n.id);
+        }
+        shutdown_all(&mut nodes).await;
+        println!("test took {:?}", started.elapsed());
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_learner_catches_up_from_a_multi_chunk_snapshot() {
+    bounded(async {
+        let started = Instant::now();
+        let cfg = config(SnapshotPolicy::LogsSinceLast(50));
+        let mut nodes = start_cluster(cfg.clone()).await;
+        let leader = wait_leader(&nodes, None).await;
+
+        // ~3 MiB of state: the snapshot needs several 1 MiB chunks.
+        let payload_len = 16 * 1024;
+        let count = 200u64;
+        let last = write(node(&nodes, leader), 0..count, payload_len).await;
+        for n in &nodes {
+            wait_applied(n, last).await;
+        }
+        // Snapshot everything and purge the log, so a new node cannot be
+        // fed from the log.
+        let l = node(&nodes, leader);
+        l.raft.trigger().snapshot().await.unwrap();
+        l.raft
+            .wait(Some(WAIT))
+            .metrics(
+                |m| m.snapshot.is_some_and(|s| s.index >= last) && m.purged.is_some_and(|p| p.index >= last),
+                "leader snapshot and purge",
+            )
+            .await
+            .expect("leader snapshots and purges its log");
+        let snapshot_bytes = bincode::serialize(&l.sm.applied()).unwrap().len();
+        assert!(
+            snapshot_bytes > 2 * SNAPSHOT_CHUNK_SIZE,
+            "snapshot of {snapshot_bytes} bytes should need several chunks"
+        );
+        println!("leader purged to {last}; snapshot {snapshot_bytes} bytes");
+
+        let learner = start_node(4, cfg.clone()).await;
+        let t = Instant::now();
+        l.raft
+            .add_learner(4, learner.member(), true)
+            .await
+            .expect("add learner");
+        wait_applied(&learner, last).await;
+        println!("learner caught up in {:?}", t.elapsed());
+        assert!(learner.sm.snapshots_installed() >= 1, "learner installed a snapshot");
+        assert_eq!(learner.sm.applied(), l.sm.applied(), "learner state equals leader state");
+
+        // And it keeps following the log afterwards.
+        let last = write(l, count..count + 10, 10).await;
+        wait_applied(&learner, last).await;
+        assert_eq!(learner.sm.applied_ids(), (0..count + 10).collect::<Vec<_>>());
+
+        nodes.push(learner);
+        shutdown_all(&mut nodes).await;
+        println!("test took {:?}", started.elapsed());
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leadership_is_transferred_to_a_chosen_node() {
+    bounded(async {
+        let started = Instant::now();
+        let mut nodes = start_cluster(config(SnapshotPolicy::Never)).await;
+        let old = wait_leader(&nodes, None).await;
+        let last = write(node(&nodes, old), 0..10, 10).await;
+        for n in &nodes {
+            wait_applied(n, last).await;
+        }
+        // The chosen node: the highest id that is not the leader.
+        let target = nodes.iter().map(|n| n.id).filter(|id| *id != old).max().unwrap();
+        let t = Instant::now();
+        node(&nodes, old)
+            .raft
+            .trigger()
+            .transfer_leader(target)
+            .await
+            .expect("transfer leader");
+        let new = wait_leader(&nodes, Some(old)).await;
+        println!("leadership {old} -> {new} in {:?}", t.elapsed());
+        assert_eq!(new, target, "the chosen node leads");
+        // Faster than an election timeout would have been needed for, with
+        // slack for slow CI.
+        assert!(t.elapsed() < Duration::from_secs(5));
+
+        let last = write(node(&nodes, new), 10..20, 10).await;
+        for n in &nodes {
+            wait_applied(n, last).await;
+            assert_eq!(n.sm.applied_ids(), (0..20).collect::<Vec<_>>(), "node {}", n.id);
+        }
+        shutdown_all(&mut nodes).await;
+        println!("test took {:?}", started.elapsed());
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transport_failures_map_to_openraft_errors() {
+    use cairn_raft::types::Vote;
+    use openraft::errors::RPCError;
+    use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+    use openraft::raft::VoteRequest;
+
+    bounded(async {
+        let mut net = PeerNetwork::new(1);
+        let vote = || VoteRequest::<TypeConfig>::new(Vote::new(1, 1), None);
+        let option = RPCOption::new(Duration::from_millis(400)); // soft_ttl 300 ms
+        let at = |url: String| Member {
+            name: "peer".into(),
+            peer_urls: vec![url],
+            client_urls: vec![],
+        };
+        let unreachable = |r: Result<_, RPCError<TypeConfig>>, what: &str| match r {
+            Err(RPCError::Unreachable(e)) => println!("{what}: {e}"),
+            other => panic!("{what}: expected Unreachable, got {other:?}"),
+        };
+
+        // Nothing listens on the port.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut c = net.new_client(2, &at(format!("http://{closed}"))).await;
+        unreachable(c.vote(vote(), option.clone()).await, "closed port");
+        // No peer URL; an invalid one.
+        let mut c = net.new_client(2, &Member::default()).await;
+        unreachable(c.vote(vote(), option.clone()).await, "no peer URL");
+        let mut c = net.new_client(2, &at("not a url".into())).await;
+        unreachable(c.vote(vote(), option.clone()).await, "bad peer URL");
+
+        // A peer that accepts connections and never answers: a timeout
+        // after soft_ttl, well before hard_ttl has long passed.
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_addr = silent.local_addr().unwrap();
+        let holder = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = silent.accept().await {
+                held.push(sock);
+            }
+        });
+        let mut c = net.new_client(2, &at(format!("http://{silent_addr}"))).await;
+        let t = Instant::now();
+        match c.vote(vote(), option.clone()).await {
+            Err(RPCError::Timeout(e)) => {
+                println!("silent peer: {e} after {:?}", t.elapsed());
+                assert_eq!((e.id, e.target), (1, 2));
+            }
+            other => panic!("silent peer: expected Timeout, got {other:?}"),
+        }
+        assert!(t.elapsed() >= Duration::from_millis(290), "{:?}", t.elapsed());
+        assert!(t.elapsed() < Duration::from_millis(600), "{:?}", t.elapsed());
+        holder.abort();
+
+        // A real node: answers under its own id, refuses another id, and
+        // once its Raft is shut down (server still up) is unreachable.
+        let mut n = start_node(2, config(SnapshotPolicy::Never)).await;
+        let mut right = net.new_client(2, &n.member()).await;
+        let resp = right.vote(vote(), option.clone()).await.expect("vote reply");
+        println!("node 2 answered {resp}");
+        let mut wrong = net.new_client(7, &n.member()).await;
+        unreachable(wrong.vote(vote(), option.clone()).await, "wrong node id");
+        n.raft.shutdown().await.unwrap();
+        unreachable(right.vote(vote(), option.clone()).await, "raft shut down");
+        n.kill().await;
+    })
+    .await
+}
