@@ -1,29 +1,21 @@
-//! On-disk record framing, the same convention as `cairn-storage`: every
-//! value is `crc32(key ‖ payload)` (4 bytes, little-endian) followed by the
-//! payload. Covering the key catches a record under the wrong key, not only
-//! flipped bits. Payloads are bincode (varint integers, trailing bytes
-//! rejected).
+//! On-disk records of the Raft log: `cairn-storage`'s framing
+//! (`crc32(key ‖ payload)`, then the payload) around a bincode payload
+//! (varint integers, trailing bytes rejected).
 
 use bincode::Options;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::error::LogStoreError;
+use cairn_storage::record::{seal_in_place, unseal, CRC_LEN};
+use cairn_storage::StorageError;
 
-const CRC_LEN: usize = 4;
+use crate::error::LogStoreError;
 
 fn codec() -> impl Options {
     // Varint, little-endian, no size limit (the checksum is verified before
     // decoding, so lengths come from data this store wrote), trailing bytes
     // rejected.
     bincode::DefaultOptions::new()
-}
-
-fn checksum(key: &[u8], payload: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(key);
-    h.update(payload);
-    h.finalize()
 }
 
 /// Serializes `value` and frames it for storage under `key`.
@@ -35,33 +27,16 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
     codec()
         .serialize_into(&mut out, value)
         .map_err(|e| LogStoreError::Encode(e.to_string()))?;
-    let crc = checksum(key, &out[CRC_LEN..]);
-    out[..CRC_LEN].copy_from_slice(&crc.to_le_bytes());
+    seal_in_place(key, &mut out);
     Ok(out)
-}
-
-/// Verifies the checksum of a value read under `key` and returns its payload.
-pub(crate) fn unseal<'a>(key: &[u8], value: &'a [u8]) -> Result<&'a [u8], LogStoreError> {
-    if value.len() < CRC_LEN {
-        return Err(LogStoreError::Corruption(format!(
-            "record under key {key:02x?} is {} bytes, shorter than its checksum",
-            value.len()
-        )));
-    }
-    let (crc, payload) = value.split_at(CRC_LEN);
-    let stored = u32::from_le_bytes(crc.try_into().expect("4 bytes"));
-    let actual = checksum(key, payload);
-    if stored != actual {
-        return Err(LogStoreError::Corruption(format!(
-            "checksum mismatch under key {key:02x?}: stored {stored:#010x}, computed {actual:#010x}"
-        )));
-    }
-    Ok(payload)
 }
 
 /// Verifies and deserializes a value read under `key`.
 pub(crate) fn decode<T: DeserializeOwned>(key: &[u8], value: &[u8]) -> Result<T, LogStoreError> {
-    let payload = unseal(key, value)?;
+    let payload = unseal(key, value).map_err(|e| match e {
+        StorageError::Corruption(msg) => LogStoreError::Corruption(msg),
+        other => LogStoreError::Corruption(other.to_string()),
+    })?;
     codec().deserialize(payload).map_err(|e| {
         LogStoreError::Corruption(format!("undecodable record under key {key:02x?}: {e}"))
     })

@@ -10,7 +10,7 @@
 pub mod engine;
 mod error;
 mod index;
-mod record;
+pub mod record;
 mod revision;
 mod store;
 mod txn;

@@ -1,5 +1,5 @@
-//! On-disk record framing. Every value the store writes is
-//! `crc32(key ‖ payload)` (4 bytes, little-endian) followed by the payload.
+//! On-disk record framing. Every value Cairn stores (here and in the Raft log)
+//! is `crc32(key ‖ payload)` (4 bytes, little-endian) followed by the payload.
 //! Covering the key as well catches a record that ended up under the wrong key,
 //! not only flipped bits.
 
@@ -9,7 +9,8 @@ use prost::Message;
 use crate::error::StorageError;
 use crate::revision::Revision;
 
-const CRC_LEN: usize = 4;
+/// Bytes of checksum in front of every payload.
+pub const CRC_LEN: usize = 4;
 
 fn checksum(key: &[u8], payload: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
@@ -20,9 +21,18 @@ fn checksum(key: &[u8], payload: &[u8]) -> u32 {
 
 pub fn seal(key: &[u8], payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(CRC_LEN + payload.len());
-    out.extend_from_slice(&checksum(key, payload).to_le_bytes());
+    out.extend_from_slice(&[0; CRC_LEN]);
     out.extend_from_slice(payload);
+    seal_in_place(key, &mut out);
     out
+}
+
+/// Fills in the checksum of `record`, laid out as `CRC_LEN` placeholder bytes
+/// followed by the payload, so callers can serialize straight into the
+/// record without a copy.
+pub fn seal_in_place(key: &[u8], record: &mut [u8]) {
+    let (crc, payload) = record.split_at_mut(CRC_LEN);
+    crc.copy_from_slice(&checksum(key, payload).to_le_bytes());
 }
 
 /// Verifies and strips the checksum.
