@@ -43,3 +43,79 @@ impl StorageError {
         matches!(self, StorageError::Corruption(_) | StorageError::Engine(_) | StorageError::Internal(_))
     }
 }
+
+impl StorageError {
+    /// A compact encoding, so a request error found while applying on the
+    /// leader reaches the member that proposed the request unchanged.
+    pub fn encode(&self) -> Vec<u8> {
+        let (tag, msg): (u8, &str) = match self {
+            StorageError::EmptyKey => (1, ""),
+            StorageError::KeyNotFound => (2, ""),
+            StorageError::ValueProvided => (3, ""),
+            StorageError::LeaseProvided => (4, ""),
+            StorageError::TooManyOps => (5, ""),
+            StorageError::DuplicateKey => (6, ""),
+            StorageError::InvalidSortOption => (7, ""),
+            StorageError::Compacted => (8, ""),
+            StorageError::FutureRev => (9, ""),
+            StorageError::LeaseNotFound => (10, ""),
+            StorageError::Corruption(m) => (11, m),
+            StorageError::Engine(m) => (12, m),
+            StorageError::Internal(m) => (13, m),
+        };
+        let mut out = vec![tag];
+        out.extend_from_slice(msg.as_bytes());
+        out
+    }
+
+    /// The inverse of [`StorageError::encode`]; anything unknown decodes as
+    /// an internal error (never as a request error that would mislead a client).
+    pub fn decode(bytes: &[u8]) -> StorageError {
+        let msg = || String::from_utf8_lossy(bytes.get(1..).unwrap_or_default()).into_owned();
+        match bytes.first() {
+            Some(1) => StorageError::EmptyKey,
+            Some(2) => StorageError::KeyNotFound,
+            Some(3) => StorageError::ValueProvided,
+            Some(4) => StorageError::LeaseProvided,
+            Some(5) => StorageError::TooManyOps,
+            Some(6) => StorageError::DuplicateKey,
+            Some(7) => StorageError::InvalidSortOption,
+            Some(8) => StorageError::Compacted,
+            Some(9) => StorageError::FutureRev,
+            Some(10) => StorageError::LeaseNotFound,
+            Some(11) => StorageError::Corruption(msg()),
+            Some(12) => StorageError::Engine(msg()),
+            Some(13) => StorageError::Internal(msg()),
+            _ => StorageError::Internal(format!("undecodable storage error {bytes:02x?}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StorageError;
+
+    #[test]
+    fn encode_decode_roundtrip() {
+        let all = [
+            StorageError::EmptyKey,
+            StorageError::KeyNotFound,
+            StorageError::ValueProvided,
+            StorageError::LeaseProvided,
+            StorageError::TooManyOps,
+            StorageError::DuplicateKey,
+            StorageError::InvalidSortOption,
+            StorageError::Compacted,
+            StorageError::FutureRev,
+            StorageError::LeaseNotFound,
+            StorageError::Corruption("c".into()),
+            StorageError::Engine("e".into()),
+            StorageError::Internal("i".into()),
+        ];
+        for e in all {
+            assert_eq!(StorageError::decode(&e.encode()), e);
+        }
+        assert!(matches!(StorageError::decode(&[99]), StorageError::Internal(_)));
+        assert!(matches!(StorageError::decode(&[]), StorageError::Internal(_)));
+    }
+}

@@ -1,7 +1,16 @@
 //! The MVCC store: durable revisions in the engine, the key index in memory,
 //! one writer at a time, many concurrent readers.
+//!
+//! Besides the MVCC records (`Kv`), the engine holds the store's bookkeeping
+//! in `Meta`, each record sealed: `applied` (applied log index and revision),
+//! `compact_scheduled` / `compact_finished` (logical and physical compaction
+//! progress), `raft_state` (the raft layer's opaque blob), `dedup/<index>`
+//! (request ids, see [`crate::dedup`]) and, only while a snapshot restore is
+//! unfinished, `restoring`. Every change to them is part of the same atomic
+//! batch as the data it describes.
 
 use std::collections::HashSet;
+use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -12,18 +21,28 @@ use cairn_api::etcdserverpb::{
     PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use cairn_api::mvccpb::{Event, KeyValue};
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
-use crate::engine::{Engine, Keyspace, Scan, WriteBatch};
+use crate::dedup::{Decision, Dedup};
+use crate::engine::{Engine, Keyspace, MemEngine, Scan, WriteBatch};
 use crate::error::StorageError;
 use crate::index::TreeIndex;
 use crate::record::{seal, unseal, KvRecord, RecordKind};
 use crate::revision::Revision;
+use crate::snapshot::{read_snapshot, SnapshotSummary, StoreSnapshot};
 use crate::txn::{collect_range, fetch_records, finish_range, header, plan_range, WriteTxn};
 
 const META_APPLIED: &[u8] = b"applied";
 const META_COMPACT_SCHEDULED: &[u8] = b"compact_scheduled";
 const META_COMPACT_FINISHED: &[u8] = b"compact_finished";
+const META_RAFT_STATE: &[u8] = b"raft_state";
+/// Present from the first write of a restore until its last: the contents
+/// are then a mix of nothing and part of a snapshot.
+pub(crate) const META_RESTORING: &[u8] = b"restoring";
+
+/// Upper bound of the `Kv` bytes in one restore batch, so a restore never
+/// holds more than this (plus one record) in memory.
+const RESTORE_BATCH_BYTES: usize = 4 << 20;
 
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
@@ -33,7 +52,9 @@ pub struct StoreConfig {
     /// Pause between compaction batches so compaction never starves writes
     /// (etcd's `--compaction-sleep-interval`, default 10 ms).
     pub compaction_sleep: Duration,
-    /// fsync every applied batch. Only tests of the in-memory engine turn it off.
+    /// fsync every applied batch. Off for tests of the in-memory engine, and
+    /// under Raft, whose fsynced log replays whatever a crash lost: the
+    /// engine's WAL still keeps a prefix of the batches, each whole.
     pub sync_writes: bool,
 }
 
@@ -44,6 +65,7 @@ impl Default for StoreConfig {
 }
 
 /// A request that changes the store (or may: a txn's branch decides).
+/// Encoded for the Raft log by [`WriteRequest::encode`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum WriteRequest {
     Put(PutRequest),
@@ -72,6 +94,35 @@ pub struct Applied {
     pub events: Vec<Event>,
 }
 
+/// One committed Raft log entry, as the state machine hands it to
+/// [`Store::apply_entry`].
+#[derive(Clone, Copy, Debug)]
+pub struct LogEntry<'a> {
+    /// The entry's log index; must be above the applied index.
+    pub index: u64,
+    /// The proposer's request id; 0 = none (never deduplicated).
+    pub request_id: u64,
+    /// `None` for entries without a request (blank, membership): only the
+    /// applied index and `raft_state` advance.
+    pub request: Option<&'a WriteRequest>,
+    /// Opaque to the store (the raft layer keeps its applied log id and
+    /// membership here); stored in the entry's batch, so it always matches
+    /// the applied index, also in snapshots.
+    pub raft_state: &'a [u8],
+}
+
+/// What [`Store::apply_entry`] did with an entry.
+#[derive(Clone, Debug, PartialEq)]
+pub enum EntryOutcome {
+    /// The request was applied (possibly with a request error in `result`).
+    Applied(Applied),
+    /// The request id was already applied at `first_index`, within
+    /// [`crate::DEDUP_WINDOW`]: nothing changed but the applied index.
+    Duplicate { first_index: u64 },
+    /// The entry carried no request.
+    NoRequest,
+}
+
 struct State {
     index: TreeIndex,
     /// Latest published (durable) revision. An empty store is at revision 1.
@@ -79,16 +130,25 @@ struct State {
     /// Revision of the last compaction; -1 before any.
     compacted: i64,
     applied_index: u64,
+    dedup: Dedup,
+    raft_state: Option<Vec<u8>>,
 }
 
 pub struct Store {
     engine: Arc<dyn Engine>,
     state: RwLock<State>,
-    /// Serializes writers; readers never take it.
+    /// Serializes writers (apply, snapshot views, restore); readers never take it.
     apply_lock: Mutex<()>,
+    /// Held shared by everything that reads records from the engine, and
+    /// exclusively by a restore, so no read sees a half-restored store. The
+    /// value counts restores, so views taken before one can tell.
+    contents: Arc<RwLock<u64>>,
     /// Set after a failed engine write: the in-memory index may then be ahead
     /// of the engine, so nothing may be applied or read any more.
     failed: AtomicBool,
+    /// The `restoring` marker is stored: the store is empty and takes no
+    /// writes until a restore succeeds.
+    interrupted: AtomicBool,
     sync_writes: bool,
     compactor: Arc<Compactor>,
     compactor_thread: Mutex<Option<JoinHandle<()>>>,
@@ -119,42 +179,144 @@ fn meta_put(batch: &mut WriteBatch, key: &[u8], vals: &[i64]) {
     batch.put(Keyspace::Meta, key.to_vec(), seal(key, &encode_i64s(vals)));
 }
 
+fn restore_marker(engine: &dyn Engine) -> Result<bool, StorageError> {
+    match engine.get(Keyspace::Meta, META_RESTORING)? {
+        None => Ok(false),
+        Some(v) => unseal(META_RESTORING, &v).map(|_| true),
+    }
+}
+
+/// Clears both keyspaces and sets the `restoring` marker, atomically: the
+/// first step of a restore, and how open treats a store whose restore was
+/// interrupted (its contents are a meaningless mix).
+fn wipe_batch() -> WriteBatch {
+    let mut batch = WriteBatch::default();
+    for ks in Keyspace::ALL {
+        batch.delete_range(ks, Vec::new(), ks.upper_bound());
+    }
+    batch.put(Keyspace::Meta, META_RESTORING.to_vec(), seal(META_RESTORING, &[]));
+    batch
+}
+
+/// The bookkeeping records, decoded and checked.
+struct MetaState {
+    applied_index: u64,
+    /// The revision stored with the applied index (1 if none).
+    rev: i64,
+    compacted: i64,
+    finished: i64,
+    raft_state: Option<Vec<u8>>,
+    dedup: Dedup,
+}
+
+fn load_meta(engine: &dyn Engine) -> Result<MetaState, StorageError> {
+    let (applied_index, rev) = match read_meta(engine, META_APPLIED, 2)? {
+        Some(v) => (v[0] as u64, v[1]),
+        None => (0, 1),
+    };
+    // -1 until the first compaction, as in etcd (so `Compact(0)` is accepted once).
+    let compacted = read_meta(engine, META_COMPACT_SCHEDULED, 1)?.map_or(-1, |v| v[0]);
+    let finished = read_meta(engine, META_COMPACT_FINISHED, 1)?.map_or(-1, |v| v[0]);
+    let raft_state = engine
+        .get(Keyspace::Meta, META_RAFT_STATE)?
+        .map(|v| unseal(META_RAFT_STATE, &v).map(<[u8]>::to_vec))
+        .transpose()?;
+    let dedup = Dedup::load(engine, applied_index)?;
+    Ok(MetaState { applied_index, rev, compacted, finished, raft_state, dedup })
+}
+
+fn check_kv_below(last_main: i64, rev: i64) -> Result<(), StorageError> {
+    if last_main > rev {
+        return Err(StorageError::Corruption(format!(
+            "stored revision {last_main} is newer than the applied revision {rev}"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a snapshot's meta records as [`load`] would read them, plus that no
+/// record is above the snapshot's revision: after this, installing the
+/// snapshot cannot fail to load.
+pub(crate) fn check_snapshot_meta(meta: &[(Vec<u8>, Vec<u8>)], max_kv_main: i64) -> Result<(), StorageError> {
+    let staged = MemEngine::new();
+    let mut batch = WriteBatch::default();
+    for (k, v) in meta {
+        batch.put(Keyspace::Meta, k.clone(), v.clone());
+    }
+    staged.write(batch, false)?;
+    let m = load_meta(&staged)?;
+    check_kv_below(max_kv_main, m.rev)
+}
+
+/// Everything a store keeps in memory, rebuilt from the engine.
+struct Loaded {
+    state: State,
+    /// Revision physical compaction has finished.
+    finished: i64,
+    /// A compaction to resume: its revision and the revisions it keeps.
+    resume: Option<(i64, HashSet<Revision>)>,
+}
+
+/// Rebuilds the in-memory state from the engine: at open, and after a
+/// restore, so both see a store the same way.
+fn load(engine: &dyn Engine) -> Result<Loaded, StorageError> {
+    let m = load_meta(engine)?;
+    let mut index = TreeIndex::new();
+    let mut last_main = 0;
+    engine.scan(Keyspace::Kv, &[], None, &mut |k, v| {
+        let r = Revision::from_key(k)
+            .ok_or_else(|| StorageError::Corruption(format!("malformed revision key {k:02x?}")))?;
+        let rec = KvRecord::decode(k, v)?;
+        match rec.kind {
+            RecordKind::Put => index.restore_put(&rec.kv.key, r, rec.kv.create_revision, rec.kv.version),
+            RecordKind::Tombstone => {
+                index.tombstone(&rec.kv.key, r);
+            }
+        }
+        last_main = r.main;
+        Ok(Scan::Continue)
+    })?;
+    check_kv_below(last_main, m.rev)?;
+    let rev = m.rev.max(m.compacted);
+    let keep = (m.compacted >= 0).then(|| index.compact(m.compacted));
+    let resume = keep.filter(|_| m.finished < m.compacted).map(|keep| (m.compacted, keep));
+    Ok(Loaded {
+        state: State {
+            index,
+            rev,
+            compacted: m.compacted,
+            applied_index: m.applied_index,
+            dedup: m.dedup,
+            raft_state: m.raft_state,
+        },
+        finished: m.finished,
+        resume,
+    })
+}
+
+/// A request's effect, computed but not yet durable.
+struct Executed {
+    result: Result<WriteResponse, StorageError>,
+    rev: i64,
+    events: Vec<Event>,
+    /// A compaction to hand to the compactor once the batch is durable.
+    compaction: Option<(i64, HashSet<Revision>)>,
+}
+
 impl Store {
     /// Opens the store on `engine`, rebuilding the key index from the stored
-    /// revisions and resuming an interrupted compaction.
+    /// revisions and resuming an interrupted compaction. A store whose
+    /// snapshot restore was interrupted opens empty, with
+    /// [`Store::restore_interrupted`] set.
     pub fn open(engine: Arc<dyn Engine>, cfg: StoreConfig) -> Result<Arc<Store>, StorageError> {
-        let (applied_index, mut rev) = match read_meta(&*engine, META_APPLIED, 2)? {
-            Some(v) => (v[0] as u64, v[1]),
-            None => (0, 1),
-        };
-        // -1 until the first compaction, as in etcd (so `Compact(0)` is accepted once).
-        let compacted = read_meta(&*engine, META_COMPACT_SCHEDULED, 1)?.map_or(-1, |v| v[0]);
-        let finished = read_meta(&*engine, META_COMPACT_FINISHED, 1)?.map_or(-1, |v| v[0]);
-
-        let mut index = TreeIndex::new();
-        let mut last_main = 0;
-        engine.scan(Keyspace::Kv, &[], None, &mut |k, v| {
-            let r = Revision::from_key(k)
-                .ok_or_else(|| StorageError::Corruption(format!("malformed revision key {k:02x?}")))?;
-            let rec = KvRecord::decode(k, v)?;
-            match rec.kind {
-                RecordKind::Put => index.restore_put(&rec.kv.key, r, rec.kv.create_revision, rec.kv.version),
-                RecordKind::Tombstone => {
-                    index.tombstone(&rec.kv.key, r);
-                }
-            }
-            last_main = r.main;
-            Ok(Scan::Continue)
-        })?;
-        if last_main > rev {
-            return Err(StorageError::Corruption(format!(
-                "stored revision {last_main} is newer than the applied revision {rev}"
-            )));
+        let interrupted = restore_marker(&*engine)?;
+        if interrupted {
+            tracing::warn!("a snapshot restore was interrupted: the store is empty until a restore succeeds");
+            engine.write(wipe_batch(), true)?;
         }
-        rev = rev.max(compacted);
-        let keep = (compacted >= 0).then(|| index.compact(compacted));
+        let loaded = load(&*engine)?;
 
-        let compactor = Arc::new(Compactor::new(finished, cfg.compaction_batch_limit, cfg.compaction_sleep));
+        let compactor = Arc::new(Compactor::new(loaded.finished, cfg.compaction_batch_limit, cfg.compaction_sleep));
         let thread = {
             let compactor = compactor.clone();
             let engine = engine.clone();
@@ -163,18 +325,26 @@ impl Store {
                 .spawn(move || compactor.run(&*engine))
                 .map_err(|e| StorageError::Engine(format!("spawn compactor: {e}")))?
         };
-        if let Some(keep) = keep {
-            if finished < compacted {
-                tracing::info!(compacted, finished, "resuming interrupted compaction");
-                compactor.schedule(compacted, keep);
-            }
+        if let Some((rev, keep)) = loaded.resume {
+            tracing::info!(compacted = rev, finished = loaded.finished, "resuming interrupted compaction");
+            compactor.schedule(rev, keep);
         }
-        tracing::info!(revision = rev, compacted, applied_index, keys = index.len(), "store opened");
+        let st = loaded.state;
+        tracing::info!(
+            revision = st.rev,
+            compacted = st.compacted,
+            applied_index = st.applied_index,
+            keys = st.index.len(),
+            request_ids = st.dedup.len(),
+            "store opened"
+        );
         Ok(Arc::new(Store {
             engine,
-            state: RwLock::new(State { index, rev, compacted, applied_index }),
+            state: RwLock::new(st),
             apply_lock: Mutex::new(()),
+            contents: Arc::new(RwLock::new(0)),
             failed: AtomicBool::new(false),
+            interrupted: AtomicBool::new(interrupted),
             sync_writes: cfg.sync_writes,
             compactor,
             compactor_thread: Mutex::new(Some(thread)),
@@ -186,6 +356,24 @@ impl Store {
             return Err(StorageError::Engine("store is unusable after an earlier failure".into()));
         }
         Ok(())
+    }
+
+    /// For writers, under the apply lock (a restore changes `interrupted`
+    /// under it too).
+    fn check_writable(&self) -> Result<(), StorageError> {
+        self.check_usable()?;
+        if self.interrupted.load(AtomicOrdering::Acquire) {
+            return Err(StorageError::Internal(
+                "an interrupted snapshot restore left the store empty: restore a snapshot first".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Writes a batch; a failure poisons the store, since memory may already
+    /// reflect the batch.
+    fn write_or_poison(&self, batch: WriteBatch, sync: bool) -> Result<(), StorageError> {
+        self.engine.write(batch, sync).inspect_err(|_| self.failed.store(true, AtomicOrdering::Release))
     }
 
     pub fn current_revision(&self) -> i64 {
@@ -200,6 +388,19 @@ impl Store {
         self.state.read().applied_index
     }
 
+    /// The blob last stored by [`Store::apply_entry`] or a restore; `None`
+    /// if there never was one.
+    pub fn raft_state(&self) -> Option<Vec<u8>> {
+        self.state.read().raft_state.clone()
+    }
+
+    /// The store was opened with an unfinished restore, or the last restore
+    /// failed: it is empty, refuses writes and snapshot views, and the caller
+    /// must restore a snapshot.
+    pub fn restore_interrupted(&self) -> bool {
+        self.interrupted.load(AtomicOrdering::Acquire)
+    }
+
     pub fn size_bytes(&self) -> u64 {
         self.engine.size_bytes()
     }
@@ -211,6 +412,7 @@ impl Store {
     /// A read at the latest revision, or the one the request names.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, StorageError> {
         self.check_usable()?;
+        let _contents = self.contents.read();
         let (plan, revs, count, current) = {
             let st = self.state.read();
             let plan = plan_range(req, st.rev, st.compacted)?;
@@ -243,6 +445,7 @@ impl Store {
     /// comparable between Cairn members, not with etcd's numbers.
     pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64, i64), StorageError> {
         self.check_usable()?;
+        let _contents = self.contents.read();
         let (at, compacted) = {
             let st = self.state.read();
             let at = if rev <= 0 { st.rev } else { rev };
@@ -285,81 +488,244 @@ impl Store {
         self.engine.compact_files()
     }
 
+    /// Runs `req` against `st` at the current revision, adding its records to
+    /// `batch`. The index already holds the new revisions, invisible until
+    /// the caller publishes the revision after the batch is durable.
+    fn execute(&self, st: &mut State, req: &WriteRequest, batch: &mut WriteBatch) -> Result<Executed, StorageError> {
+        let begin = st.rev;
+        let compacted = st.compacted;
+        if let WriteRequest::Compact(c) = req {
+            let mut compaction = None;
+            let result = if c.revision <= compacted {
+                Err(StorageError::Compacted)
+            } else if c.revision > begin {
+                Err(StorageError::FutureRev)
+            } else {
+                let keep = st.index.compact(c.revision);
+                st.compacted = c.revision;
+                meta_put(batch, META_COMPACT_SCHEDULED, &[c.revision]);
+                compaction = Some((c.revision, keep));
+                Ok(WriteResponse::Compact(CompactionResponse { header: Some(header(begin)) }))
+            };
+            return Ok(Executed { result, rev: begin, events: Vec::new(), compaction });
+        }
+        let mut txn = WriteTxn::new(&*self.engine, &mut st.index, begin, compacted);
+        let result = match req {
+            WriteRequest::Put(r) => txn.put(r).map(WriteResponse::Put),
+            WriteRequest::DeleteRange(r) => txn.delete_range(r).map(WriteResponse::DeleteRange),
+            WriteRequest::Txn(r) => txn.txn(r).map(WriteResponse::Txn),
+            WriteRequest::Compact(_) => unreachable!("handled above"),
+        };
+        if matches!(&result, Err(e) if e.is_fatal()) {
+            self.failed.store(true, AtomicOrdering::Release);
+            return Err(result.unwrap_err());
+        }
+        let rev = txn.rev();
+        let (changes, events) = txn.into_changes();
+        if let (Err(e), false) = (&result, changes.is_empty()) {
+            // Every request error is found before the first write; one
+            // after it would leave the index half-changed.
+            self.failed.store(true, AtomicOrdering::Release);
+            return Err(StorageError::Internal(format!("request failed after writing: {e}")));
+        }
+        for (rev, rec) in changes {
+            batch.put(Keyspace::Kv, rev.to_key().to_vec(), rec.encode(rev));
+        }
+        Ok(Executed { result, rev, events, compaction: None })
+    }
+
+    fn check_index(st: &State, index: u64) {
+        assert!(index > st.applied_index, "apply index {index} not above applied index {}", st.applied_index);
+    }
+
     /// Applies one request at log position `index` (which must be above the
     /// applied index). Data, the new revision and `index` reach the engine in
     /// one atomic batch, so after a crash a request is either fully applied or
     /// not at all. An `Err` is fatal for the member.
     pub fn apply(&self, index: u64, req: &WriteRequest) -> Result<Applied, StorageError> {
-        self.check_usable()?;
         let _writer = self.apply_lock.lock();
+        self.check_writable()?;
         let mut batch = WriteBatch::default();
-        let mut scheduled_compaction = None;
-        let (result, new_rev, events) = {
+        let ex = {
             let mut st = self.state.write();
-            assert!(
-                index > st.applied_index,
-                "apply index {index} not above applied index {}",
-                st.applied_index
-            );
-            let begin = st.rev;
-            let compacted = st.compacted;
-            if let WriteRequest::Compact(c) = req {
-                let result = if c.revision <= compacted {
-                    Err(StorageError::Compacted)
-                } else if c.revision > begin {
-                    Err(StorageError::FutureRev)
-                } else {
-                    let keep = st.index.compact(c.revision);
-                    st.compacted = c.revision;
-                    meta_put(&mut batch, META_COMPACT_SCHEDULED, &[c.revision]);
-                    scheduled_compaction = Some((c.revision, keep));
-                    Ok(WriteResponse::Compact(CompactionResponse { header: Some(header(begin)) }))
-                };
-                (result, begin, Vec::new())
-            } else {
-                let mut txn = WriteTxn::new(&*self.engine, &mut st.index, begin, compacted);
-                let result = match req {
-                    WriteRequest::Put(r) => txn.put(r).map(WriteResponse::Put),
-                    WriteRequest::DeleteRange(r) => txn.delete_range(r).map(WriteResponse::DeleteRange),
-                    WriteRequest::Txn(r) => txn.txn(r).map(WriteResponse::Txn),
-                    WriteRequest::Compact(_) => unreachable!("handled above"),
-                };
-                if matches!(&result, Err(e) if e.is_fatal()) {
-                    self.failed.store(true, AtomicOrdering::Release);
-                    return Err(result.unwrap_err());
-                }
-                let new_rev = txn.rev();
-                let (changes, events) = txn.into_changes();
-                if let (Err(e), false) = (&result, changes.is_empty()) {
-                    // Every request error is found before the first write; one
-                    // after it would leave the index half-changed.
-                    self.failed.store(true, AtomicOrdering::Release);
-                    return Err(StorageError::Internal(format!("request failed after writing: {e}")));
-                }
-                for (rev, rec) in changes {
-                    batch.put(Keyspace::Kv, rev.to_key().to_vec(), rec.encode(rev));
-                }
-                (result, new_rev, events)
-            }
+            Self::check_index(&st, index);
+            self.execute(&mut st, req, &mut batch)?
         };
-        meta_put(&mut batch, META_APPLIED, &[index as i64, new_rev]);
-        if let Err(e) = self.engine.write(batch, self.sync_writes) {
-            self.failed.store(true, AtomicOrdering::Release);
-            return Err(e);
-        }
+        meta_put(&mut batch, META_APPLIED, &[index as i64, ex.rev]);
+        self.write_or_poison(batch, self.sync_writes)?;
         {
             let mut st = self.state.write();
-            st.rev = new_rev;
+            st.rev = ex.rev;
             st.applied_index = index;
         }
-        if let Some((rev, keep)) = scheduled_compaction {
+        if let Some((rev, keep)) = ex.compaction {
             self.compactor.schedule(rev, keep);
         }
-        Ok(Applied { result, revision: new_rev, events })
+        Ok(Applied { result: ex.result, revision: ex.rev, events: ex.events })
+    }
+
+    /// Applies a committed Raft log entry: its request unless the request id
+    /// was applied within the last [`crate::DEDUP_WINDOW`] indexes, the id
+    /// record, the dedup window's eviction, `index` and `raft_state`, all in
+    /// one atomic batch. Whether an entry is a duplicate depends only on
+    /// replicated indexes and ids, so all members decide alike. A request
+    /// that fails with a request error still counts as applied for dedup.
+    /// An `Err` is fatal for the member.
+    pub fn apply_entry(&self, entry: &LogEntry<'_>) -> Result<EntryOutcome, StorageError> {
+        let _writer = self.apply_lock.lock();
+        self.check_writable()?;
+        let mut batch = WriteBatch::default();
+        let (decision, record, executed, rev) = {
+            let mut st = self.state.write();
+            Self::check_index(&st, entry.index);
+            let decision: Decision = st.dedup.decide(entry.index, entry.request_id);
+            match (entry.request, decision.duplicate_of) {
+                (Some(req), None) => {
+                    let ex = self.execute(&mut st, req, &mut batch)?;
+                    let record = (entry.request_id != 0).then_some(entry.request_id);
+                    let rev = ex.rev;
+                    (decision, record, Some(ex), rev)
+                }
+                _ => (decision, None, None, st.rev),
+            }
+        };
+        Dedup::write(&mut batch, &decision, entry.index, record);
+        meta_put(&mut batch, META_APPLIED, &[entry.index as i64, rev]);
+        batch.put(Keyspace::Meta, META_RAFT_STATE.to_vec(), seal(META_RAFT_STATE, entry.raft_state));
+        self.write_or_poison(batch, self.sync_writes)?;
+        {
+            let mut st = self.state.write();
+            st.rev = rev;
+            st.applied_index = entry.index;
+            st.dedup.commit(&decision, entry.index, record);
+            st.raft_state = Some(entry.raft_state.to_vec());
+        }
+        Ok(match (executed, decision.duplicate_of) {
+            (Some(ex), _) => {
+                if let Some((rev, keep)) = ex.compaction {
+                    self.compactor.schedule(rev, keep);
+                }
+                EntryOutcome::Applied(Applied { result: ex.result, revision: ex.rev, events: ex.events })
+            }
+            (None, Some(first_index)) if entry.request.is_some() => EntryOutcome::Duplicate { first_index },
+            (None, _) => EntryOutcome::NoRequest,
+        })
+    }
+
+    /// A view of the store exactly at the current applied index, for
+    /// [`StoreSnapshot::write_to`]. Taken under the apply lock; cheap (it
+    /// copies the small `Meta` keyspace, not the data). Physical compaction
+    /// deletes nothing until the view is dropped.
+    pub fn snapshot_view(&self) -> Result<StoreSnapshot, StorageError> {
+        let _writer = self.apply_lock.lock();
+        self.check_writable()?;
+        // Pause first: from here on, no record the view needs can go.
+        let pause = self.compactor.pause();
+        let generation = *self.contents.read();
+        let mut meta = Vec::new();
+        self.engine.scan(Keyspace::Meta, &[], None, &mut |k, v| {
+            unseal(k, v)?;
+            meta.push((k.to_vec(), v.to_vec()));
+            Ok(Scan::Continue)
+        })?;
+        let st = self.state.read();
+        Ok(StoreSnapshot {
+            engine: self.engine.clone(),
+            contents: self.contents.clone(),
+            generation,
+            meta,
+            applied_index: st.applied_index,
+            revision: st.rev,
+            raft_state: st.raft_state.clone(),
+            _pause: pause,
+        })
+    }
+
+    /// Replaces the whole store with a snapshot stream written by
+    /// [`StoreSnapshot::write_to`], atomically for readers (they wait until
+    /// it is done) and crash-safely:
+    ///
+    /// 1. one synced batch clears both keyspaces and stores the `restoring`
+    ///    marker;
+    /// 2. `Kv` records are written as they arrive, in unsynced batches of at
+    ///    most 4 MiB;
+    /// 3. after the trailer's CRC and the meta records check out, one synced
+    ///    batch writes the snapshot's `Meta` records and removes the marker.
+    ///
+    /// A crash before step 3 leaves the marker, and [`Store::open`] then
+    /// opens an empty store with [`Store::restore_interrupted`] set. A bad or
+    /// truncated stream gives `Corruption` and leaves the same state in this
+    /// process: empty, marker stored, writes refused until a restore
+    /// succeeds. Physical compaction is cancelled first and resumed as the
+    /// restored records say. Views taken before are invalidated.
+    pub fn restore(&self, r: &mut dyn Read) -> Result<SnapshotSummary, StorageError> {
+        let _writer = self.apply_lock.lock();
+        self.check_usable()?;
+        self.compactor.cancel();
+        let mut generation = self.contents.write();
+        *generation += 1;
+        self.interrupted.store(true, AtomicOrdering::Release);
+        self.write_or_poison(wipe_batch(), true)?;
+        let result = self.restore_stream(r).and_then(|summary| {
+            let loaded = load(&*self.engine).inspect_err(|_| self.failed.store(true, AtomicOrdering::Release))?;
+            Ok((summary, loaded))
+        });
+        let (summary, loaded) = match result {
+            Ok(ok) => ok,
+            Err(e) if self.failed.load(AtomicOrdering::Acquire) => return Err(e),
+            Err(e) => {
+                tracing::error!(error = %e, "snapshot restore failed: the store stays empty until a restore succeeds");
+                // Drop the records written so far, so the engine holds what
+                // memory says: nothing.
+                self.write_or_poison(wipe_batch(), true)?;
+                let empty = load(&*self.engine).inspect_err(|_| self.failed.store(true, AtomicOrdering::Release))?;
+                *self.state.write() = empty.state;
+                self.compactor.reset(empty.finished, None);
+                return Err(e);
+            }
+        };
+        let st = loaded.state;
+        tracing::info!(
+            bytes = summary.bytes,
+            records = summary.records,
+            revision = st.rev,
+            compacted = st.compacted,
+            applied_index = st.applied_index,
+            keys = st.index.len(),
+            "snapshot restored"
+        );
+        *self.state.write() = st;
+        self.compactor.reset(loaded.finished, loaded.resume);
+        self.interrupted.store(false, AtomicOrdering::Release);
+        Ok(summary)
+    }
+
+    /// Steps 2 and 3 of [`Store::restore`].
+    fn restore_stream(&self, r: &mut dyn Read) -> Result<SnapshotSummary, StorageError> {
+        let mut batch = WriteBatch::default();
+        let mut batch_bytes = 0usize;
+        let staged = read_snapshot(r, &mut |k, v| {
+            let n = k.len() + v.len();
+            if !batch.is_empty() && batch_bytes + n > RESTORE_BATCH_BYTES {
+                self.write_or_poison(std::mem::take(&mut batch), false)?;
+                batch_bytes = 0;
+            }
+            batch_bytes += n;
+            batch.put(Keyspace::Kv, k, v);
+            Ok(())
+        })?;
+        check_snapshot_meta(&staged.meta, staged.max_kv_main)?;
+        for (k, v) in staged.meta {
+            batch.put(Keyspace::Meta, k, v);
+        }
+        batch.delete(Keyspace::Meta, META_RESTORING.to_vec());
+        self.write_or_poison(batch, true)?;
+        Ok(staged.summary)
     }
 
     /// Blocks until physical compaction up to `rev` has finished (etcd's
-    /// `physical` flag), or the store is closing.
+    /// `physical` flag), or the store is closing. While a snapshot view is
+    /// alive, compaction is paused, so this waits for the view too.
     pub fn wait_compacted(&self, rev: i64) {
         self.compactor.wait(rev);
     }
@@ -388,12 +754,27 @@ struct CompactJob {
     keep: HashSet<Revision>,
 }
 
+/// What the compactor thread and its controllers share.
+#[derive(Default)]
+struct CompactorState {
+    /// Only the newest pending job matters: everything a compaction at `r1`
+    /// may delete, one at `r2 > r1` may delete too.
+    pending: Option<CompactJob>,
+    /// A job is being worked on.
+    running: bool,
+    /// The running job must stop at its next write (a restore is coming).
+    cancel: bool,
+    /// Live snapshot views; while any, no compaction write happens.
+    views: usize,
+}
+
 /// Deletes superseded revisions in the background, in bounded batches with a
-/// pause between them. Only the newest pending job matters: everything a
-/// compaction at `r1` may delete, one at `r2 > r1` may delete too.
+/// pause between them. Each write waits while a snapshot view is alive and
+/// happens under the state lock, so a view never sees a delete after it began.
 struct Compactor {
-    pending: Mutex<Option<CompactJob>>,
-    wake: Condvar,
+    inner: Mutex<CompactorState>,
+    /// Notified on every change of `inner`.
+    changed: Condvar,
     finished: Mutex<i64>,
     finished_cv: Condvar,
     stopping: AtomicBool,
@@ -401,11 +782,22 @@ struct Compactor {
     sleep: Duration,
 }
 
+/// Keeps physical compaction from deleting anything while it lives; held by
+/// a [`StoreSnapshot`].
+pub(crate) struct CompactionPause(Arc<Compactor>);
+
+impl Drop for CompactionPause {
+    fn drop(&mut self) {
+        self.0.inner.lock().views -= 1;
+        self.0.changed.notify_all();
+    }
+}
+
 impl Compactor {
     fn new(finished: i64, batch_limit: usize, sleep: Duration) -> Self {
         Self {
-            pending: Mutex::new(None),
-            wake: Condvar::new(),
+            inner: Mutex::new(CompactorState::default()),
+            changed: Condvar::new(),
             finished: Mutex::new(finished),
             finished_cv: Condvar::new(),
             stopping: AtomicBool::new(false),
@@ -415,15 +807,43 @@ impl Compactor {
     }
 
     fn schedule(&self, rev: i64, keep: HashSet<Revision>) {
-        *self.pending.lock() = Some(CompactJob { rev, keep });
-        self.wake.notify_one();
+        self.inner.lock().pending = Some(CompactJob { rev, keep });
+        self.changed.notify_all();
+    }
+
+    fn pause(self: &Arc<Self>) -> CompactionPause {
+        self.inner.lock().views += 1;
+        CompactionPause(self.clone())
+    }
+
+    /// Drops the pending job and waits until the running one (if any) has
+    /// stopped: afterwards the compactor writes nothing until the next
+    /// `schedule`.
+    fn cancel(&self) {
+        let mut st = self.inner.lock();
+        st.pending = None;
+        st.cancel = true;
+        self.changed.notify_all();
+        while st.running {
+            self.changed.wait(&mut st);
+        }
+    }
+
+    /// After a restore: the restored progress, and the job it implies.
+    fn reset(&self, finished: i64, resume: Option<(i64, HashSet<Revision>)>) {
+        *self.finished.lock() = finished;
+        self.finished_cv.notify_all();
+        if let Some((rev, keep)) = resume {
+            tracing::info!(compacted = rev, finished, "resuming the restored store's compaction");
+            self.schedule(rev, keep);
+        }
     }
 
     fn stop(&self) {
         self.stopping.store(true, AtomicOrdering::Release);
         // Take the locks so a waiter cannot miss the notification.
-        drop(self.pending.lock());
-        self.wake.notify_all();
+        drop(self.inner.lock());
+        self.changed.notify_all();
         drop(self.finished.lock());
         self.finished_cv.notify_all();
     }
@@ -439,27 +859,44 @@ impl Compactor {
         }
     }
 
+    /// Waits until no view is alive and returns the state lock, which the
+    /// caller holds over its write so no view can begin during it. `None`
+    /// if the job is cancelled or the store is closing.
+    fn turn(&self) -> Option<MutexGuard<'_, CompactorState>> {
+        let mut st = self.inner.lock();
+        loop {
+            if self.stopping() || st.cancel {
+                return None;
+            }
+            if st.views == 0 {
+                return Some(st);
+            }
+            self.changed.wait(&mut st);
+        }
+    }
+
     fn run(&self, engine: &dyn Engine) {
         loop {
             let job = {
-                let mut pending = self.pending.lock();
+                let mut st = self.inner.lock();
                 loop {
                     if self.stopping() {
                         return;
                     }
-                    if let Some(job) = pending.take() {
+                    if let Some(job) = st.pending.take() {
+                        st.running = true;
+                        st.cancel = false;
                         break job;
                     }
-                    self.wake.wait(&mut pending);
+                    self.changed.wait(&mut st);
                 }
             };
-            match self.compact(engine, &job) {
-                Ok(true) => {
-                    *self.finished.lock() = job.rev;
-                    self.finished_cv.notify_all();
-                    tracing::info!(revision = job.rev, "compaction finished");
-                }
-                Ok(false) => return,
+            let outcome = self.compact(engine, &job);
+            self.inner.lock().running = false;
+            self.changed.notify_all();
+            match outcome {
+                Ok(true) => tracing::info!(revision = job.rev, "compaction finished"),
+                Ok(false) => tracing::debug!(revision = job.rev, "compaction interrupted"),
                 Err(e) => {
                     // The job stays unfinished on disk and is resumed at the next open.
                     tracing::error!(revision = job.rev, error = %e, "compaction failed");
@@ -469,15 +906,12 @@ impl Compactor {
         }
     }
 
-    /// Returns false if interrupted by `stop`.
+    /// Returns false if interrupted by `stop` or `cancel`.
     fn compact(&self, engine: &dyn Engine, job: &CompactJob) -> Result<bool, StorageError> {
         let end = Revision::new(job.rev + 1, 0).to_key();
         let mut from: Vec<u8> = Vec::new();
         let mut deleted = 0usize;
         loop {
-            if self.stopping() {
-                return Ok(false);
-            }
             let mut batch = WriteBatch::default();
             let mut scanned = 0usize;
             let mut last: Option<Vec<u8>> = None;
@@ -491,10 +925,12 @@ impl Compactor {
                 last = Some(k.to_vec());
                 Ok(if scanned >= self.batch_limit { Scan::Stop } else { Scan::Continue })
             })?;
+            let Some(turn) = self.turn() else { return Ok(false) };
             deleted += batch.len();
             if !batch.is_empty() {
                 engine.write(batch, false)?;
             }
+            drop(turn);
             match last {
                 Some(mut k) if scanned >= self.batch_limit => {
                     k.push(0);
@@ -506,7 +942,11 @@ impl Compactor {
         }
         let mut batch = WriteBatch::default();
         meta_put(&mut batch, META_COMPACT_FINISHED, &[job.rev]);
+        let Some(_turn) = self.turn() else { return Ok(false) };
+        // Still under the lock: a restore's `reset` cannot be overwritten.
         engine.write(batch, true)?;
+        *self.finished.lock() = job.rev;
+        self.finished_cv.notify_all();
         tracing::debug!(revision = job.rev, deleted, "compaction deleted revisions");
         Ok(true)
     }

@@ -10,7 +10,8 @@
 //! the model, whose answers must be identical: responses, headers, errors,
 //! the store revision, the applied index and the watch events. After every
 //! step the whole readable history is compared as well. Sequences include
-//! compactions (sometimes waiting for physical deletion) and restarts.
+//! compactions (sometimes waiting for physical deletion), restarts, and
+//! snapshots restored into a new store or back into the same one.
 //!
 //! The semantics mirrored are etcd 3.6's (`server/etcdserver/txn/*.go`,
 //! `server/storage/mvcc/kvstore*.go`, `server/etcdserver/api/v3rpc/key.go`).
@@ -30,7 +31,7 @@ use cairn_api::etcdserverpb::{
 };
 use cairn_api::mvccpb::{event::EventType, Event, KeyValue};
 use cairn_storage::{
-    validate, Applied, Engine, Keyspace, MemEngine, Revision, RocksEngine, StorageError, Store, StoreConfig,
+    validate, verify_snapshot, Applied, Engine, Keyspace, MemEngine, Revision, RocksEngine, StorageError, Store, StoreConfig,
     WriteRequest, WriteResponse,
 };
 use proptest::prelude::*;
@@ -694,6 +695,34 @@ impl Harness {
         self.open();
     }
 
+    /// Replaces the store's contents with a snapshot of themselves, possibly
+    /// on a new engine. Nothing observable may change.
+    fn snapshot_restore(&mut self, fresh: bool) {
+        let store = self.store().clone();
+        let hash = store.hash_kv(0).expect("hash_kv");
+        let mut bytes = Vec::new();
+        let summary = store
+            .snapshot_view()
+            .and_then(|view| view.write_to(&mut bytes))
+            .unwrap_or_else(|e| self.fail(&format!("snapshot failed: {e:?}")));
+        self.expect_eq("verified snapshot", verify_snapshot(&mut &bytes[..]), Ok(summary));
+        drop(store);
+        if fresh {
+            self.close();
+            self.backing = match &self.backing {
+                Backing::Mem(_) => Backing::Mem(Arc::new(MemEngine::new())),
+                Backing::Rocks(_) => Backing::Rocks(TempDir::new().expect("temp dir")),
+            };
+            let next_index = std::mem::replace(&mut self.next_index, 1);
+            self.open();
+            self.next_index = next_index;
+        }
+        let restored = self.store().restore(&mut &bytes[..]);
+        self.expect_eq("restore", restored, Ok(summary));
+        self.expect_eq("applied index after restore", self.store().applied_index() + 1, self.next_index);
+        self.expect_eq("hash after restore", self.store().hash_kv(0).expect("hash_kv"), hash);
+    }
+
     fn store(&self) -> &Arc<Store> {
         self.store.as_ref().expect("open")
     }
@@ -935,6 +964,11 @@ enum Op {
         wait: bool,
     },
     Reopen,
+    /// Stream a snapshot and restore it into a new store on a fresh engine
+    /// (`fresh`) or back into the same store, which then carries on.
+    Snapshot {
+        fresh: bool,
+    },
 }
 
 const KEYS: &[&[u8]] = &[b"a", b"ab", b"b", b"b\0", b"c", b"d", b"\0"];
@@ -1171,6 +1205,7 @@ fn op() -> impl Strategy<Value = Op> {
         )
             .prop_map(|(rev, wait)| Op::Compact { rev, wait }),
         1 => Just(Op::Reopen),
+        1 => any::<bool>().prop_map(|fresh| Op::Snapshot { fresh }),
     ]
 }
 
@@ -1302,6 +1337,10 @@ fn run_op(h: &mut Harness, model: &mut Model, op: &Op) {
         Op::Reopen => {
             h.log.push(format!("#{} reopen", h.log.len()));
             h.reopen();
+        }
+        Op::Snapshot { fresh } => {
+            h.log.push(format!("#{} snapshot and restore (fresh: {fresh})", h.log.len()));
+            h.snapshot_restore(*fresh);
         }
     }
     h.check_history(model);

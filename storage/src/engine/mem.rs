@@ -94,6 +94,14 @@ impl Engine for MemEngine {
                 BatchOp::Delete { ks, key } => {
                     spaces[Self::slot(ks)].remove(&key);
                 }
+                BatchOp::DeleteRange { ks, start, end } => {
+                    if start < end {
+                        let map = &mut spaces[Self::slot(ks)];
+                        let mut tail = map.split_off(&start);
+                        let mut rest = tail.split_off(&end);
+                        map.append(&mut rest);
+                    }
+                }
             }
         }
         Ok(())

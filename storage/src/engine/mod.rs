@@ -25,6 +25,17 @@ pub enum Keyspace {
 impl Keyspace {
     pub const ALL: [Keyspace; 2] = [Keyspace::Kv, Keyspace::Meta];
 
+    /// A key above every key Cairn stores in this keyspace, so
+    /// `[b"", upper_bound())` covers all of it: `Kv` keys are 16-byte
+    /// revisions, `Meta` keys are ASCII names (some followed by binary
+    /// suffixes).
+    pub fn upper_bound(self) -> Vec<u8> {
+        match self {
+            Keyspace::Kv => vec![0xff; 17],
+            Keyspace::Meta => vec![0xff],
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Keyspace::Kv => "kv",
@@ -37,6 +48,8 @@ impl Keyspace {
 pub enum BatchOp {
     Put { ks: Keyspace, key: Vec<u8>, value: Vec<u8> },
     Delete { ks: Keyspace, key: Vec<u8> },
+    /// Deletes every key in `[start, end)`.
+    DeleteRange { ks: Keyspace, start: Vec<u8>, end: Vec<u8> },
 }
 
 /// An ordered list of writes applied atomically by [`Engine::write`].
@@ -52,6 +65,12 @@ impl WriteBatch {
 
     pub fn delete(&mut self, ks: Keyspace, key: Vec<u8>) {
         self.ops.push(BatchOp::Delete { ks, key });
+    }
+
+    /// Deletes every key in `[start, end)`. Later ops in the same batch win
+    /// over it, so a batch can clear a keyspace and then write into it.
+    pub fn delete_range(&mut self, ks: Keyspace, start: Vec<u8>, end: Vec<u8>) {
+        self.ops.push(BatchOp::DeleteRange { ks, start, end });
     }
 
     pub fn len(&self) -> usize {
@@ -105,4 +124,57 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Rewrites stored files to drop deleted data (etcd's defragment).
     fn compact_files(&self) -> Result<(), StorageError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn keys(e: &dyn Engine, ks: Keyspace) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        e.scan(ks, &[], None, &mut |k, _| {
+            out.push(k.to_vec());
+            Ok(Scan::Continue)
+        })
+        .unwrap();
+        out
+    }
+
+    /// Range deletes behave the same on both engines: end exclusive, only the
+    /// named keyspace, empty ranges ignored, later ops in the batch win.
+    fn range_delete(e: Arc<dyn Engine>) {
+        let mut b = WriteBatch::default();
+        for k in [&b"a"[..], b"b", b"bb", b"c", b"d"] {
+            b.put(Keyspace::Kv, k.to_vec(), b"v".to_vec());
+            b.put(Keyspace::Meta, k.to_vec(), b"v".to_vec());
+        }
+        e.write(b, false).unwrap();
+
+        let mut b = WriteBatch::default();
+        b.delete_range(Keyspace::Kv, b"b".to_vec(), b"d".to_vec());
+        b.delete_range(Keyspace::Kv, b"d".to_vec(), b"a".to_vec());
+        b.put(Keyspace::Kv, b"bb".to_vec(), b"again".to_vec());
+        e.write(b, true).unwrap();
+        assert_eq!(keys(&*e, Keyspace::Kv), vec![b"a".to_vec(), b"bb".to_vec(), b"d".to_vec()]);
+        assert_eq!(e.get(Keyspace::Kv, b"bb").unwrap(), Some(b"again".to_vec()));
+        assert_eq!(keys(&*e, Keyspace::Meta).len(), 5);
+
+        let mut b = WriteBatch::default();
+        b.delete_range(Keyspace::Meta, Vec::new(), Keyspace::Meta.upper_bound());
+        b.put(Keyspace::Meta, b"marker".to_vec(), b"m".to_vec());
+        e.write(b, true).unwrap();
+        assert_eq!(keys(&*e, Keyspace::Meta), vec![b"marker".to_vec()]);
+    }
+
+    #[test]
+    fn range_delete_mem() {
+        range_delete(Arc::new(MemEngine::new()));
+    }
+
+    #[test]
+    fn range_delete_rocksdb() {
+        let dir = tempfile::TempDir::new().unwrap();
+        range_delete(Arc::new(RocksEngine::open(dir.path()).unwrap()));
+    }
 }

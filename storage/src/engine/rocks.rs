@@ -122,6 +122,11 @@ impl Engine for RocksEngine {
             match op {
                 BatchOp::Put { ks, key, value } => wb.put_cf(self.cf(*ks), key, value),
                 BatchOp::Delete { ks, key } => wb.delete_cf(self.cf(*ks), key),
+                // An empty range is a no-op on both engines (RocksDB may reject it).
+                BatchOp::DeleteRange { ks, start, end } if start < end => {
+                    wb.delete_range_cf(self.cf(*ks), start, end)
+                }
+                BatchOp::DeleteRange { .. } => {}
             }
         }
         let mut opts = WriteOptions::default();
