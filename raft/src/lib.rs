@@ -3,9 +3,11 @@
 //! rest of Cairn uses [`TypeConfig`], the aliases in [`types`] and, where an
 //! openraft item is unavoidable, the re-export [`openraft`].
 //!
-//! So far it holds the durable log store, [`RocksLogStore`], and the gRPC
+//! It holds the durable log store ([`RocksLogStore`]), the state machine on
+//! `cairn-storage` with file-backed snapshots ([`StateMachine`]), the gRPC
 //! peer network ([`network`]: [`PeerNetwork`] to send, [`RaftPeerService`]
-//! to receive); the state machine (on `cairn-storage`) comes next.
+//! to receive) and the member's node API ([`RaftNode`]: propose, read
+//! barrier, membership, leader transfer), which is all the server uses.
 //!
 //! # Why the log store is built this way
 //!
@@ -70,12 +72,16 @@
 pub mod error;
 pub mod log_store;
 pub mod network;
+pub mod node;
 mod record;
+pub mod state_machine;
 pub mod types;
 
 pub use error::LogStoreError;
 pub use log_store::{RocksLogReader, RocksLogStore};
-pub use network::{PeerClient, PeerNetwork, RaftPeerService, SnapshotData};
+pub use network::{CairnRaft, PeerClient, PeerNetwork, RaftPeerService, SnapshotData};
+pub use node::{ClusterError, MemberInfo, NodeConfig, RaftNode, RaftStatus};
+pub use state_machine::{SnapshotFile, StateMachine};
 /// The pinned openraft, for the few places outside this crate (and its
 /// tests) that need an openraft item directly.
 pub use openraft;

@@ -16,6 +16,7 @@
 //! | `AppendEntries`  | [`Raft::append_entries`]          | `AppendEntriesRequest`       |
 //! | `Snapshot`       | [`Raft::install_full_snapshot`]   | stream of [`SnapshotChunk`]s |
 //! | `TransferLeader` | [`Raft::handle_transfer_leader`]  | `TransferLeaderRequest`      |
+//! | `Forward`        | the [`ForwardHandler`]            | Cairn's own forwarded calls  |
 //!
 //! A `Snapshot` call streams the snapshot in chunks of at most
 //! [`SNAPSHOT_CHUNK_SIZE`] bytes; the first chunk also carries the leader's
@@ -45,15 +46,21 @@
 //!
 //! # Snapshot data
 //!
-//! [`SnapshotData`] is `Cursor<Vec<u8>>`: the state machine hands the
-//! network a whole snapshot in memory, and the receiver collects the chunks
-//! into memory before calling `install_full_snapshot`. Only the wire is
-//! chunked. A state machine with snapshots too big for memory will need a
-//! file-backed `SnapshotData` and a matching change here (stream the file
-//! out, spool chunks to a file on receipt).
+//! [`SnapshotData`] is a [`SnapshotFile`]: the sender reads the file one
+//! chunk at a time as tonic pulls chunks, and the receiver appends chunks to
+//! a temporary file in the state machine's snapshot directory, fsyncs it and
+//! hands it to `install_full_snapshot`. Neither side holds more than a chunk
+//! or two in memory, whatever the snapshot size.
+//!
+//! # Forwarding
+//!
+//! `Forward` carries Cairn's own member-to-member calls (a follower's write
+//! proposals, read-index requests and membership changes sent to the
+//! leader). The network only moves the bytes; a [`ForwardHandler`] installed
+//! by the node answers them.
 
 use std::collections::HashMap;
-use std::io::Cursor;
+use std::path::PathBuf;
 use std::pin::pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -69,13 +76,15 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
-use openraft::storage::RaftStateMachine;
 use openraft::{OptionalSend, Raft};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::state_machine::{temp_snapshot_path, SnapshotFile, StateMachine};
 use crate::types::{NodeId, Vote};
 use crate::{Member, TypeConfig};
 
@@ -88,8 +97,18 @@ pub use pb::raft_server::RaftServer;
 pub use pb::{RaftMessage, SnapshotChunk};
 
 /// The snapshot data the network moves: the state machine's
-/// `RaftStateMachine::SnapshotData` must be this type.
-pub type SnapshotData = Cursor<Vec<u8>>;
+/// `RaftStateMachine::SnapshotData`.
+pub type SnapshotData = SnapshotFile;
+
+/// Cairn's Raft instance.
+pub type CairnRaft = Raft<TypeConfig, StateMachine>;
+
+/// Answers `Forward` calls: bincode-encoded requests in, bincode-encoded
+/// replies out (the node defines both types).
+#[tonic::async_trait]
+pub trait ForwardHandler: Send + Sync + 'static {
+    async fn handle(&self, request: Vec<u8>) -> Result<Vec<u8>, Status>;
+}
 
 /// A snapshot as the state machine hands it to the network.
 pub type Snapshot = SnapshotOf<TypeConfig, SnapshotData>;
@@ -132,29 +151,29 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Error> {
 
 /// The receiving side: the `cairnraftpb.Raft` service for one local node,
 /// handing every request to its [`Raft`].
-pub struct RaftPeerService<SM>
-where
-    SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotData>,
-{
+pub struct RaftPeerService {
     id: NodeId,
-    raft: Raft<TypeConfig, SM>,
+    raft: CairnRaft,
+    /// Where received snapshots are spooled (the state machine's snapshot dir).
+    snapshot_dir: PathBuf,
+    forward: Option<std::sync::Arc<dyn ForwardHandler>>,
 }
 
-impl<SM> RaftPeerService<SM>
-where
-    SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotData>,
-{
-    /// The service for node `id`, which runs `raft`.
-    pub fn new(id: NodeId, raft: Raft<TypeConfig, SM>) -> Self {
-        Self { id, raft }
+impl RaftPeerService {
+    /// The service for node `id`, which runs `raft`; received snapshots are
+    /// spooled into `snapshot_dir`, and `Forward` calls go to `forward`
+    /// (refused when there is none).
+    pub fn new(
+        id: NodeId,
+        raft: CairnRaft,
+        snapshot_dir: PathBuf,
+        forward: Option<std::sync::Arc<dyn ForwardHandler>>,
+    ) -> Self {
+        Self { id, raft, snapshot_dir, forward }
     }
 
     /// Wraps the service for a tonic `Server`, with the message size limits.
-    pub fn into_server(self) -> RaftServer<Self>
-    where
-        SM: 'static,
-        Self: pb::raft_server::Raft,
-    {
+    pub fn into_server(self) -> RaftServer<Self> {
         RaftServer::new(self)
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE)
@@ -186,11 +205,7 @@ where
 }
 
 #[tonic::async_trait]
-impl<SM> pb::raft_server::Raft for RaftPeerService<SM>
-where
-    SM: RaftStateMachine<TypeConfig, SnapshotData = SnapshotData> + 'static,
-    Raft<TypeConfig, SM>: Send + Sync,
-{
+impl pb::raft_server::Raft for RaftPeerService {
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let rpc: VoteRequest<TypeConfig> = self.request(req.get_ref())?;
         self.reply(&self.raft.vote(rpc).await)
@@ -221,27 +236,26 @@ where
         self.check_target(first.target)?;
         let (vote, meta): (Vote, SnapshotMetaOf<TypeConfig>) = decode(&first.header)
             .map_err(|e| Status::invalid_argument(format!("undecodable snapshot header: {e}")))?;
-        let mut data = first.data;
-        if data.len() > SNAPSHOT_CHUNK_SIZE {
-            return Err(Status::invalid_argument("snapshot chunk too large"));
-        }
-        while let Some(chunk) = chunks.message().await? {
-            if chunk.data.len() > SNAPSHOT_CHUNK_SIZE || !chunk.header.is_empty() {
-                return Err(Status::invalid_argument("malformed snapshot chunk"));
+        let path = temp_snapshot_path(&self.snapshot_dir);
+        let received = spool_snapshot(&path, first.data, &mut chunks).await;
+        let file = match received {
+            Ok(f) => f,
+            Err(status) => {
+                let _ = tokio::fs::remove_file(&path).await;
+                return Err(status);
             }
-            data.extend_from_slice(&chunk.data);
-        }
+        };
         tracing::info!(
             node = self.id,
-            bytes = data.len(),
+            bytes = file.len(),
             meta = %meta,
             "received snapshot, installing"
         );
-        let snapshot = Snapshot {
-            meta,
-            snapshot: Cursor::new(data),
-        };
-        self.reply(&self.raft.install_full_snapshot(vote, snapshot).await)
+        let snapshot = Snapshot { meta, snapshot: file };
+        let result = self.raft.install_full_snapshot(vote, snapshot).await;
+        // Installed snapshots were renamed into place; anything left is stale.
+        let _ = tokio::fs::remove_file(&path).await;
+        self.reply(&result)
     }
 
     async fn transfer_leader(
@@ -251,6 +265,45 @@ where
         let rpc: TransferLeaderRequest<TypeConfig> = self.request(req.get_ref())?;
         self.reply(&self.raft.handle_transfer_leader(rpc).await)
     }
+
+    async fn forward(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let msg = req.into_inner();
+        // Target 0: a joining member that does not know our id yet.
+        if msg.target != 0 {
+            self.check_target(msg.target)?;
+        }
+        let handler = self
+            .forward
+            .as_ref()
+            .ok_or_else(|| Status::unimplemented("this node does not accept forwarded calls"))?;
+        let data = handler.handle(msg.data).await?;
+        Ok(Response::new(RaftMessage { target: self.id, data }))
+    }
+}
+
+/// Writes a snapshot stream to `path` (first chunk's data, then the rest),
+/// fsyncs it and opens it for reading.
+async fn spool_snapshot(
+    path: &std::path::Path,
+    first: Vec<u8>,
+    chunks: &mut Streaming<SnapshotChunk>,
+) -> Result<SnapshotFile, Status> {
+    let io_err = |e: std::io::Error| Status::internal(format!("spooling snapshot: {e}"));
+    if first.len() > SNAPSHOT_CHUNK_SIZE {
+        return Err(Status::invalid_argument("snapshot chunk too large"));
+    }
+    let mut f = tokio::fs::File::create(path).await.map_err(io_err)?;
+    f.write_all(&first).await.map_err(io_err)?;
+    while let Some(chunk) = chunks.message().await? {
+        if chunk.data.len() > SNAPSHOT_CHUNK_SIZE || !chunk.header.is_empty() {
+            return Err(Status::invalid_argument("malformed snapshot chunk"));
+        }
+        f.write_all(&chunk.data).await.map_err(io_err)?;
+    }
+    f.flush().await.map_err(io_err)?;
+    f.sync_all().await.map_err(io_err)?;
+    drop(f);
+    SnapshotFile::open(path).map_err(io_err)
 }
 
 // ---------------------------------------------------------------------------
@@ -279,6 +332,8 @@ enum Lane {
     Replication,
     Heartbeat,
     Snapshot,
+    /// Forwarded client calls, so they never queue behind replication.
+    Forward,
 }
 
 type ChannelKey = (NodeId, String, Lane);
@@ -301,6 +356,38 @@ impl PeerNetwork {
             channels: self.channels.clone(),
             client: None,
             replace_channel: false,
+        }
+    }
+}
+
+impl PeerNetwork {
+    /// Sends a `Forward` call to `target` (reached at `node`'s peer URL) and
+    /// returns the handler's reply bytes. Bounded by `timeout`; a transport
+    /// failure replaces the cached connection.
+    pub async fn forward(
+        &self,
+        target: NodeId,
+        node: &Member,
+        data: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, Status> {
+        let mut peer = self.client(target, node, Lane::Forward);
+        let mut client = peer.client().map_err(|f| match f {
+            Failure::Timeout(_) => Status::deadline_exceeded("forward timed out"),
+            Failure::Unreachable(m) | Failure::Network(m) => Status::unavailable(m),
+        })?;
+        let mut req = Request::new(RaftMessage { target, data });
+        req.set_timeout(timeout);
+        match tokio::time::timeout(timeout, client.forward(req)).await {
+            Err(_) => Err(Status::deadline_exceeded("forward timed out")),
+            Ok(Ok(reply)) => Ok(reply.into_inner().data),
+            Ok(Err(status)) => {
+                if status.code() == tonic::Code::Unavailable {
+                    peer.reset();
+                    peer.client().ok();
+                }
+                Err(status)
+            }
         }
     }
 }
@@ -536,33 +623,56 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             .filter(|n| *n > 0)
             .map_or(SNAPSHOT_CHUNK_SIZE, |n| n.min(SNAPSHOT_CHUNK_SIZE));
         let meta = snapshot.meta;
-        let data = snapshot.snapshot.into_inner();
-        let n_chunks = data.len().div_ceil(chunk_size) as u32;
-        let ttl = option.soft_ttl() * (n_chunks + 1) + transfer_allowance(data.len());
+        let len = snapshot.snapshot.len() as usize;
+        let n_chunks = len.div_ceil(chunk_size) as u32;
+        let ttl = option.soft_ttl() * (n_chunks + 1) + transfer_allowance(len);
         tracing::info!(
             from = id,
             to = target,
-            bytes = data.len(),
+            bytes = len,
             meta = %meta,
             "sending snapshot"
         );
         let header = encode(&(vote, meta))
             .map_err(|e| StreamingError::Network(NetworkError::from_string(e)))?;
+        let file = snapshot
+            .snapshot
+            .reader()
+            .map_err(|e| StreamingError::Network(NetworkError::from_string(e)))?;
+        let file = tokio::fs::File::from_std(file);
 
-        // Chunks are cut lazily from the snapshot as tonic pulls them.
+        // Chunks are read from the file lazily, as tonic pulls them. A read
+        // error ends the stream early; the receiver then fails the install
+        // (the file is short), and the transfer is retried.
         let chunks = futures_util::stream::unfold(
-            (Some(header), data, 0usize),
-            move |(header, data, off)| async move {
-                if header.is_none() && off >= data.len() {
+            (Some(header), file, false),
+            move |(header, mut file, done)| async move {
+                if done {
                     return None;
                 }
-                let end = (off + chunk_size).min(data.len());
+                let mut data = vec![0u8; chunk_size];
+                let mut filled = 0;
+                while filled < chunk_size {
+                    match file.read(&mut data[filled..]).await {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "reading snapshot file");
+                            return None;
+                        }
+                    }
+                }
+                data.truncate(filled);
+                let last = filled < chunk_size;
+                if header.is_none() && data.is_empty() {
+                    return None;
+                }
                 let chunk = SnapshotChunk {
                     target,
                     header: header.unwrap_or_default(),
-                    data: data[off..end].to_vec(),
+                    data,
                 };
-                Some((chunk, (None, data, end)))
+                Some((chunk, (None, file, last)))
             },
         );
 

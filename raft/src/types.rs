@@ -46,11 +46,19 @@ impl fmt::Display for RaftRequest {
     }
 }
 
-/// What applying a [`RaftRequest`] returns to the proposer (`C::R`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RaftResponse {
-    /// A protobuf-encoded Cairn response; opaque to this crate.
-    pub payload: Vec<u8>,
+/// What applying an entry returns to its proposer (`C::R`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RaftResponse {
+    /// The request was applied: its encoded `cairn_storage::WriteResponse`.
+    Written(Vec<u8>),
+    /// The request was applied as a no-op with a request-level error (e.g. a
+    /// compacted revision): the encoded `cairn_storage::StorageError`.
+    Rejected(Vec<u8>),
+    /// A retry of a request first applied at `first_index`, whose response
+    /// this member no longer has. Nothing was applied.
+    Duplicate { first_index: u64 },
+    /// A blank or membership entry.
+    Empty,
 }
 
 openraft::declare_raft_types!(

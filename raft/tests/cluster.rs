@@ -1,24 +1,20 @@
 //! Real 3-node openraft clusters on 127.0.0.1 over the gRPC peer network
-//! (`cairn_raft::network`), each node with a `RocksLogStore` in a temporary
-//! directory and a small in-memory test state machine.
+//! (`cairn_raft::network`), each node with a `RocksLogStore` and snapshot
+//! directory in a temporary directory and Cairn's state machine over an
+//! in-memory MVCC store.
 
 use std::collections::BTreeMap;
-use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cairn_raft::network::{Snapshot, SnapshotData, SNAPSHOT_CHUNK_SIZE};
+use cairn_api::etcdserverpb::{PutRequest, RangeRequest};
+use cairn_raft::network::SNAPSHOT_CHUNK_SIZE;
 use cairn_raft::openraft;
-use cairn_raft::types::{EntryPayload, LogId, StoredMembership};
-use cairn_raft::{
-    Member, PeerNetwork, RaftPeerService, RaftRequest, RaftResponse, RocksLogStore, TypeConfig,
-};
-use futures_util::{Stream, StreamExt};
+use cairn_raft::{CairnRaft, Member, PeerNetwork, RaftPeerService, RaftRequest, RocksLogStore, StateMachine, TypeConfig};
+use cairn_storage::{MemEngine, Store, StoreConfig, WriteRequest};
 use openraft::async_runtime::watch::WatchReceiver;
-use openraft::entry::RaftEntry;
-use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
-use openraft::{Config, OptionalSend, Raft, ServerState, SnapshotPolicy};
+use openraft::{Config, ServerState, SnapshotPolicy};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -34,117 +30,24 @@ async fn bounded<F: std::future::Future>(f: F) -> F::Output {
         .expect("test exceeded its time bound")
 }
 
-// ---------------------------------------------------------------------------
-// A test-only state machine
-// ---------------------------------------------------------------------------
-
-/// The applied state: every normal entry's `(request id, payload)` in apply
-/// order. Its snapshot is that list, bincode-encoded.
-#[derive(Default)]
-struct SmState {
-    last_applied: Option<LogId>,
-    last_membership: StoredMembership,
-    applied: Vec<(u64, Vec<u8>)>,
-    current: Option<(openraft::alias::SnapshotMetaOf<TypeConfig>, Vec<u8>)>,
-    snapshots_installed: usize,
+fn key(id: u64) -> Vec<u8> {
+    format!("k{id:05}").into_bytes()
 }
 
-#[derive(Clone, Default)]
-struct TestSm {
-    state: Arc<Mutex<SmState>>,
+/// Every key in the store with its value and mod revision.
+fn contents(store: &Store) -> Vec<(Vec<u8>, Vec<u8>, i64)> {
+    let resp = store
+        .range(&RangeRequest { key: vec![0], range_end: vec![0], ..Default::default() })
+        .unwrap();
+    resp.kvs.into_iter().map(|kv| (kv.key, kv.value, kv.mod_revision)).collect()
 }
 
-impl TestSm {
-    fn applied(&self) -> Vec<(u64, Vec<u8>)> {
-        self.state.lock().unwrap().applied.clone()
-    }
-    fn applied_ids(&self) -> Vec<u64> {
-        self.state.lock().unwrap().applied.iter().map(|(id, _)| *id).collect()
-    }
-    fn snapshots_installed(&self) -> usize {
-        self.state.lock().unwrap().snapshots_installed
-    }
-}
-
-impl RaftSnapshotBuilder<TypeConfig> for TestSm {
-    type SnapshotData = SnapshotData;
-
-    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let mut st = self.state.lock().unwrap();
-        let meta = openraft::alias::SnapshotMetaOf::<TypeConfig> {
-            last_log_id: st.last_applied,
-            last_membership: st.last_membership.clone(),
-        };
-        let data = bincode::serialize(&st.applied).map_err(io::Error::other)?;
-        st.current = Some((meta.clone(), data.clone()));
-        Ok(Snapshot {
-            meta,
-            snapshot: SnapshotData::new(data),
-        })
-    }
-}
-
-impl RaftStateMachine<TypeConfig> for TestSm {
-    type SnapshotData = SnapshotData;
-    type SnapshotBuilder = Self;
-
-    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
-        let st = self.state.lock().unwrap();
-        Ok((st.last_applied, st.last_membership.clone()))
-    }
-
-    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
-    where
-        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
-    {
-        while let Some(item) = entries.next().await {
-            let (entry, responder) = item?;
-            let mut reply = RaftResponse::default();
-            {
-                let mut st = self.state.lock().unwrap();
-                st.last_applied = Some(entry.log_id());
-                if let Some(m) = entry.get_membership() {
-                    st.last_membership = StoredMembership::new(Some(entry.log_id()), m);
-                }
-                if let EntryPayload::Normal(req) = &entry.payload {
-                    st.applied.push((req.id, req.payload.clone()));
-                    reply.payload = (st.applied.len() as u64).to_be_bytes().to_vec();
-                }
-            }
-            if let Some(r) = responder {
-                r.send(reply);
-            }
-        }
-        Ok(())
-    }
-
-    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        self.clone()
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        meta: &openraft::alias::SnapshotMetaOf<TypeConfig>,
-        snapshot: SnapshotData,
-    ) -> Result<(), io::Error> {
-        let data = snapshot.into_inner();
-        let applied: Vec<(u64, Vec<u8>)> = bincode::deserialize(&data).map_err(io::Error::other)?;
-        let mut st = self.state.lock().unwrap();
-        st.last_applied = meta.last_log_id;
-        st.last_membership = meta.last_membership.clone();
-        st.applied = applied;
-        st.current = Some((meta.clone(), data));
-        st.snapshots_installed += 1;
-        Ok(())
-    }
-
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        let st = self.state.lock().unwrap();
-        Ok(st.current.as_ref().map(|(meta, data)| Snapshot {
-            meta: meta.clone(),
-            snapshot: SnapshotData::new(data.clone()),
-        }))
-    }
+/// The keys of requests `ids` as a store holds them after applying them in
+/// order from an empty store: revision 2 for the first.
+fn applied_in_order(store: &Store, ids: std::ops::Range<u64>) -> bool {
+    let got: Vec<(Vec<u8>, i64)> = contents(store).into_iter().map(|(k, _, r)| (k, r)).collect();
+    let want: Vec<(Vec<u8>, i64)> = ids.clone().map(|id| (key(id), 2 + (id - ids.start) as i64)).collect();
+    got == want
 }
 
 // ---------------------------------------------------------------------------
@@ -154,8 +57,8 @@ impl RaftStateMachine<TypeConfig> for TestSm {
 struct Node {
     id: u64,
     addr: SocketAddr,
-    raft: Raft<TypeConfig, TestSm>,
-    sm: TestSm,
+    raft: CairnRaft,
+    store: Arc<Store>,
     stop_server: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
     _dir: tempfile::TempDir,
@@ -210,12 +113,14 @@ async fn start_node(id: u64, config: Arc<Config>) -> Node {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = RocksLogStore::open(dir.path()).unwrap();
-    let sm = TestSm::default();
-    let raft = Raft::new(id, config, PeerNetwork::new(id), store, sm.clone())
+    let log = RocksLogStore::open(dir.path().join("log")).unwrap();
+    let store = Store::open(Arc::new(MemEngine::new()), StoreConfig { sync_writes: false, ..Default::default() }).unwrap();
+    let snap_dir = dir.path().join("snap");
+    let sm = StateMachine::open(store.clone(), snap_dir.clone()).unwrap();
+    let raft = CairnRaft::new(id, config, PeerNetwork::new(id), log, sm)
         .await
         .expect("raft starts");
-    let service = RaftPeerService::new(id, raft.clone()).into_server();
+    let service = RaftPeerService::new(id, raft.clone(), snap_dir, None).into_server();
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
@@ -231,7 +136,7 @@ async fn start_node(id: u64, config: Arc<Config>) -> Node {
         id,
         addr,
         raft,
-        sm,
+        store,
         stop_server: Some(tx),
         server: Some(server),
         _dir: dir,
@@ -295,8 +200,13 @@ async fn write(leader: &Node, ids: std::ops::Range<u64>, payload_len: usize) -> 
         let resp = leader
             .raft
             .client_write(RaftRequest {
-                id,
-                payload: payload(id, payload_len),
+                id: id + 1,
+                payload: WriteRequest::Put(PutRequest {
+                    key: key(id),
+                    value: payload(id, payload_len),
+                    ..Default::default()
+                })
+                .encode(),
             })
             .await
             .unwrap_or_else(|e| panic!("write {id} via node {}: {e}", leader.id));
@@ -335,9 +245,9 @@ async fn writes_are_applied_in_the_same_order_on_every_node() {
         for n in &nodes {
             wait_applied(n, last).await;
         }
-        let expected: Vec<(u64, Vec<u8>)> = (0..200).map(|id| (id, payload(id, 100))).collect();
+        let expected: Vec<(Vec<u8>, Vec<u8>, i64)> = (0..200).map(|id| (key(id), payload(id, 100), 2 + id as i64)).collect();
         for n in &nodes {
-            assert_eq!(n.sm.applied(), expected, "node {} applied state", n.id);
+            assert_eq!(contents(&n.store), expected, "node {} applied state", n.id);
         }
         shutdown_all(&mut nodes).await;
         println!("test took {:?}", started.elapsed());
@@ -371,7 +281,7 @@ async fn a_new_leader_is_elected_when_the_leader_dies() {
         let live: Vec<&Node> = nodes.iter().filter(|n| n.id != old).collect();
         for n in &live {
             wait_applied(n, last).await;
-            assert_eq!(n.sm.applied_ids(), (0..40).collect::<Vec<_>>(), "node {}", n.id);
+            assert!(applied_in_order(&n.store, 0..40), "node {}", n.id);
         }
         shutdown_all(&mut nodes).await;
         println!("test took {:?}", started.elapsed());
@@ -406,7 +316,7 @@ async fn a_new_learner_catches_up_from_a_multi_chunk_snapshot() {
             )
             .await
             .expect("leader snapshots and purges its log");
-        let snapshot_bytes = bincode::serialize(&l.sm.applied()).unwrap().len();
+        let snapshot_bytes = l.raft.get_snapshot().await.unwrap().expect("a snapshot").snapshot.len() as usize;
         assert!(
             snapshot_bytes > 2 * SNAPSHOT_CHUNK_SIZE,
             "snapshot of {snapshot_bytes} bytes should need several chunks"
@@ -421,13 +331,13 @@ async fn a_new_learner_catches_up_from_a_multi_chunk_snapshot() {
             .expect("add learner");
         wait_applied(&learner, last).await;
         println!("learner caught up in {:?}", t.elapsed());
-        assert!(learner.sm.snapshots_installed() >= 1, "learner installed a snapshot");
-        assert_eq!(learner.sm.applied(), l.sm.applied(), "learner state equals leader state");
+        assert!(learner.raft.get_snapshot().await.unwrap().is_some(), "learner installed a snapshot");
+        assert_eq!(contents(&learner.store), contents(&l.store), "learner state equals leader state");
 
         // And it keeps following the log afterwards.
         let last = write(l, count..count + 10, 10).await;
         wait_applied(&learner, last).await;
-        assert_eq!(learner.sm.applied_ids(), (0..count + 10).collect::<Vec<_>>());
+        assert!(applied_in_order(&learner.store, 0..count + 10));
 
         nodes.push(learner);
         shutdown_all(&mut nodes).await;
@@ -465,7 +375,7 @@ async fn leadership_is_transferred_to_a_chosen_node() {
         let last = write(node(&nodes, new), 10..20, 10).await;
         for n in &nodes {
             wait_applied(n, last).await;
-            assert_eq!(n.sm.applied_ids(), (0..20).collect::<Vec<_>>(), "node {}", n.id);
+            assert!(applied_in_order(&n.store, 0..20), "node {}", n.id);
         }
         shutdown_all(&mut nodes).await;
         println!("test took {:?}", started.elapsed());

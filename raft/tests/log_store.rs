@@ -144,7 +144,7 @@ impl RaftStateMachine<TypeConfig> for TestStateMachine {
                 }
             }
             if let Some(r) = responder {
-                r.send(RaftResponse::default());
+                r.send(RaftResponse::Empty);
             }
         }
         Ok(())

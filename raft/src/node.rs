@@ -1,0 +1,655 @@
+//! A Cairn member's Raft node: openraft, the log store, the state machine
+//! and the peer network put together, behind an API in etcd's terms
+//! (propose a write, linearize a read, change membership, move the leader).
+//! The server never names an openraft type.
+//!
+//! # Any member serves
+//!
+//! Writes, read-index requests and membership changes must run on the
+//! leader. A follower forwards them over the peer network's `Forward` RPC
+//! ([`ForwardRequest`]); the leader runs them as its own. Every call is bounded
+//! by [`NodeConfig::request_timeout`]: while there is no leader, or the leader
+//! changes, the call waits for the next one and retries until the deadline,
+//! then fails with [`ClusterError::NoLeader`] (never had one) or
+//! [`ClusterError::Timeout`] (the outcome is unknown), as etcd does.
+//!
+//! # Retried writes are applied once
+//!
+//! A proposal carries a random id, kept across retries. If the leader changes
+//! after the first attempt was appended, the retry goes to the new leader; if
+//! the first attempt commits after all, the state machine recognises the id
+//! and skips the second (see [`crate::state_machine`]).
+//!
+//! # Reads
+//!
+//! A linearizable read asks the leader for a read index: openraft's
+//! `ReadIndex` policy confirms leadership with a quorum, sharing one
+//! heartbeat round among all reads waiting at that moment, and returns the
+//! log index the read must observe. The member then waits until it has
+//! applied that index and reads its own store. An isolated old leader cannot
+//! confirm leadership, so it never serves a stale read; the read fails at the
+//! deadline instead.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cairn_storage::{StorageError, Store, WriteRequest, WriteResponse};
+use openraft::errors::{ChangeMembershipError, ClientWriteError, LinearizableReadError, RaftError};
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::{ChangeMembers, Config, ReadPolicy, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio::time::Instant;
+
+use crate::log_store::RocksLogStore;
+use crate::network::{CairnRaft, ForwardHandler, PeerNetwork, RaftPeerService, RaftServer};
+use crate::state_machine::StateMachine;
+use crate::types::{Member, NodeId, RaftRequest, RaftResponse};
+
+/// How a member is set up; mostly etcd's flags.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// This member's id (etcd's member id).
+    pub id: NodeId,
+    /// The cluster id, reported to members that join.
+    pub cluster_id: u64,
+    /// `--heartbeat-interval`.
+    pub heartbeat: Duration,
+    /// `--election-timeout`: elections start after a random wait in
+    /// `[election, 2 × election)`, as etcd's randomized election ticks.
+    pub election: Duration,
+    /// `--snapshot-count`: entries applied between snapshots.
+    pub snapshot_count: u64,
+    /// `--experimental-snapshot-catchup-entries`: entries kept behind a
+    /// snapshot so a slightly lagging follower needs no snapshot.
+    pub snapshot_catchup_entries: u64,
+    /// `--max-request-bytes`: bounds one entry, hence entries per append RPC.
+    pub max_request_bytes: u64,
+    /// How long one client call may wait for a leader and an outcome.
+    pub request_timeout: Duration,
+    /// The Raft log's RocksDB directory.
+    pub log_dir: PathBuf,
+    /// Where snapshots are built, received and kept.
+    pub snapshot_dir: PathBuf,
+}
+
+/// What clients of the node see go wrong, in etcd's categories. It crosses
+/// the peer network (a follower reports the leader's verdict unchanged).
+#[derive(Clone, Debug, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum ClusterError {
+    #[error("no leader")]
+    NoLeader,
+    #[error("request timed out")]
+    Timeout,
+    #[error("not leader")]
+    NotLeader,
+    #[error("server stopped")]
+    Stopped,
+    #[error("member not found")]
+    MemberNotFound,
+    #[error("member ID already exists")]
+    IdExists,
+    #[error("peer URLs already exist")]
+    PeerUrlsExist,
+    #[error("member is not a learner")]
+    NotLearner,
+    #[error("learner is not in sync with the leader")]
+    LearnerNotReady,
+    #[error("too many learner members")]
+    TooManyLearners,
+    #[error("bad leader transferee")]
+    BadLeaderTransferee,
+    #[error("the request would leave the cluster without voters")]
+    EmptyMembership,
+    #[error("cannot join: {0}")]
+    Join(String),
+    #[error("raft failure: {0}")]
+    Fatal(String),
+}
+
+/// One member as membership lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    pub id: NodeId,
+    pub member: Member,
+    pub is_learner: bool,
+}
+
+/// The node's view of Raft, for Status and response headers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RaftStatus {
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+    pub committed_index: u64,
+    pub is_learner: bool,
+}
+
+/// Calls a follower sends to the leader (or a joining member to anyone).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ForwardRequest {
+    Propose(RaftRequest),
+    ReadIndex,
+    AddMember { id: NodeId, peer_urls: Vec<String>, learner: bool },
+    RemoveMember { id: NodeId },
+    UpdateMember { id: NodeId, peer_urls: Vec<String> },
+    PromoteMember { id: NodeId },
+    /// A started member records its name and client URLs (etcd's publish).
+    Publish { id: NodeId, member: Member },
+    /// Membership as this member knows it, and the cluster id; answered by
+    /// any member (used by a member joining with `--initial-cluster-state existing`).
+    ListMembers,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ForwardReply {
+    Proposed(RaftResponse),
+    ReadIndex(u64),
+    Members { cluster_id: u64, members: Vec<MemberInfo> },
+    Done,
+}
+
+type ForwardResult = Result<ForwardReply, ClusterError>;
+
+/// A learner may be promoted once its log has reached this share of the
+/// leader's (etcd's `readyPercentThreshold`).
+const PROMOTE_READY_RATIO: f64 = 0.9;
+/// etcd 3.5's limit on learners in a cluster.
+const MAX_LEARNERS: usize = 1;
+/// Pause before retrying after a transient refusal (leader changing, a
+/// membership change in progress).
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// Bound on one forwarded call; the overall deadline still applies.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running Raft member. Cheap to clone.
+#[derive(Clone)]
+pub struct RaftNode {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: NodeConfig,
+    raft: CairnRaft,
+    network: PeerNetwork,
+    store: Arc<Store>,
+}
+
+fn fatal<E: std::fmt::Display>(e: E) -> ClusterError {
+    ClusterError::Fatal(e.to_string())
+}
+
+impl RaftNode {
+    /// Opens the log store, recovers the state machine over `store` and
+    /// starts Raft. The node serves nothing until its peer service is
+    /// mounted ([`RaftNode::peer_service`]) and, for a new cluster,
+    /// [`RaftNode::bootstrap`] is called.
+    pub async fn start(cfg: NodeConfig, store: Arc<Store>) -> Result<RaftNode, ClusterError> {
+        let heartbeat = cfg.heartbeat.as_millis().max(1) as u64;
+        let election = (cfg.election.as_millis() as u64).max(heartbeat * 2);
+        // Leave room for the RPC envelope under the peer message limit.
+        let per_entry = cfg.max_request_bytes.max(1) + 4096;
+        let max_payload_entries = ((48 * 1024 * 1024) / per_entry).clamp(1, 4096);
+        let config = Config {
+            cluster_name: "cairn".into(),
+            heartbeat_interval: heartbeat,
+            election_timeout_min: election,
+            election_timeout_max: election * 2,
+            install_snapshot_timeout: 30_000,
+            max_payload_entries,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_count.max(1)),
+            max_in_snapshot_log_to_keep: cfg.snapshot_catchup_entries,
+            enable_pre_vote: Some(true),
+            ..Default::default()
+        };
+        let config = Arc::new(config.validate().map_err(fatal)?);
+        let log_store = RocksLogStore::open(&cfg.log_dir).map_err(fatal)?;
+        let sm = StateMachine::open(store.clone(), cfg.snapshot_dir.clone()).map_err(fatal)?;
+        let network = PeerNetwork::new(cfg.id);
+        let raft = CairnRaft::new(cfg.id, config, network.clone(), log_store, sm).await.map_err(fatal)?;
+        Ok(RaftNode { inner: Arc::new(Inner { cfg, raft, network, store }) })
+    }
+
+    /// The `cairnraftpb.Raft` service to mount on the peer listener.
+    pub fn peer_service(&self) -> RaftServer<RaftPeerService> {
+        let handler: Arc<dyn ForwardHandler> = Arc::new(self.clone());
+        RaftPeerService::new(self.id(), self.inner.raft.clone(), self.inner.cfg.snapshot_dir.clone(), Some(handler))
+            .into_server()
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.inner.cfg.id
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.inner.cfg.cluster_id
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.inner.store
+    }
+
+    /// Forms a new cluster from `members` (every initial member calls this
+    /// with the same map; it is a no-op once the node has any Raft state).
+    pub async fn bootstrap(&self, members: BTreeMap<NodeId, Member>) -> Result<(), ClusterError> {
+        if self.inner.raft.is_initialized().await.map_err(fatal)? {
+            return Ok(());
+        }
+        match self.inner.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            // Another member's initial entry reached us first: the same membership.
+            Err(RaftError::APIError(e)) => {
+                tracing::info!(error = %e, "cluster already initialized");
+                Ok(())
+            }
+            Err(e) => Err(fatal(e)),
+        }
+    }
+
+    /// Asks the members at `peer_urls` for the membership (for a member
+    /// joining an existing cluster). Returns the cluster id and members.
+    pub async fn discover(peer_urls: &[String]) -> Result<(u64, Vec<MemberInfo>), ClusterError> {
+        let network = PeerNetwork::new(0);
+        let req = bincode::serialize(&ForwardRequest::ListMembers).map_err(fatal)?;
+        let mut last = String::from("no peer URL given");
+        for url in peer_urls {
+            let node = Member { peer_urls: vec![url.clone()], ..Default::default() };
+            match network.forward(0, &node, req.clone(), FORWARD_TIMEOUT).await {
+                Ok(reply) => match bincode::deserialize::<ForwardResult>(&reply) {
+                    Ok(Ok(ForwardReply::Members { cluster_id, members })) => return Ok((cluster_id, members)),
+                    Ok(Ok(other)) => last = format!("{url}: unexpected reply {other:?}"),
+                    Ok(Err(e)) => last = format!("{url}: {e}"),
+                    Err(e) => last = format!("{url}: undecodable reply: {e}"),
+                },
+                Err(status) => last = format!("{url}: {}", status.message()),
+            }
+        }
+        Err(ClusterError::Join(format!("no existing member answered ({last})")))
+    }
+
+    /// Raft's state as this member sees it.
+    pub fn status(&self) -> RaftStatus {
+        let rx = self.inner.raft.metrics();
+        let m = rx.borrow_watched();
+        // A member that is not (yet) a voter in the membership it knows — a
+        // learner, or a joining member that has not caught up — serves only
+        // what a learner may.
+        let is_learner = !m.membership_config.membership().voter_ids().any(|id| id == self.id());
+        RaftStatus {
+            leader: m.current_leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: m.last_applied.map_or(0, |l| l.index),
+            committed_index: m.local_committed.map_or(0, |l| l.index),
+            is_learner,
+        }
+    }
+
+    /// Raft's current term (for response headers).
+    pub fn term(&self) -> u64 {
+        self.inner.raft.metrics().borrow_watched().current_term
+    }
+
+    pub fn is_learner(&self) -> bool {
+        self.status().is_learner
+    }
+
+    /// The members in the latest membership this node knows.
+    pub fn members(&self) -> Vec<MemberInfo> {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow_watched();
+        let membership = m.membership_config.membership();
+        let learners: BTreeSet<NodeId> = membership.learner_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, member)| MemberInfo { id: *id, member: member.clone(), is_learner: learners.contains(id) })
+            .collect()
+    }
+
+    fn leader(&self) -> Option<(NodeId, Member)> {
+        let m = self.inner.raft.metrics();
+        let m = m.borrow_watched();
+        let leader = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&leader)?.clone();
+        Some((leader, node))
+    }
+
+    /// Waits for a leader until `deadline`.
+    async fn wait_for_leader(&self, deadline: Instant) -> Result<(NodeId, Member), ClusterError> {
+        let mut rx = self.inner.raft.metrics();
+        loop {
+            if let Some(leader) = self.leader() {
+                return Ok(leader);
+            }
+            if rx.borrow_watched().running_state.is_err() {
+                return Err(ClusterError::Stopped);
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Err(_) => return Err(ClusterError::NoLeader),
+                Ok(Err(_)) => return Err(ClusterError::Stopped),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+
+    fn deadline(&self) -> Instant {
+        Instant::now() + self.inner.cfg.request_timeout
+    }
+
+    /// Runs `req` on the leader: locally when this node leads, forwarded
+    /// otherwise; retried (same request) across leader changes until the
+    /// deadline.
+    async fn on_leader(&self, req: ForwardRequest) -> ForwardResult {
+        let deadline = self.deadline();
+        let mut attempted = false;
+        loop {
+            let (leader, node) = match self.wait_for_leader(deadline).await {
+                Ok(l) => l,
+                Err(ClusterError::NoLeader) if attempted => return Err(ClusterError::Timeout),
+                Err(e) => return Err(e),
+            };
+            attempted = true;
+            let result = if leader == self.id() {
+                // A leader cut off from its quorum cannot commit; the caller
+                // hears "timed out" at the deadline, never hangs.
+                tokio::time::timeout_at(deadline, self.handle_local(req.clone()))
+                    .await
+                    .unwrap_or(Err(ClusterError::Timeout))
+            } else {
+                self.forward(leader, &node, &req, deadline).await
+            };
+            match result {
+                Err(ClusterError::NotLeader) | Err(ClusterError::NoLeader) => {
+                    if tokio::time::timeout_at(deadline, tokio::time::sleep(RETRY_PAUSE)).await.is_err() {
+                        return Err(ClusterError::Timeout);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn forward(&self, leader: NodeId, node: &Member, req: &ForwardRequest, deadline: Instant) -> ForwardResult {
+        let data = bincode::serialize(req).map_err(fatal)?;
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ClusterError::Timeout);
+        }
+        match self.inner.network.forward(leader, node, data, left.min(FORWARD_TIMEOUT)).await {
+            Ok(reply) => bincode::deserialize::<ForwardResult>(&reply).map_err(fatal)?,
+            Err(status) => {
+                tracing::debug!(leader, error = %status, "forwarding to the leader failed");
+                if Instant::now() >= deadline {
+                    Err(ClusterError::Timeout)
+                } else {
+                    // Unknown whether it arrived; a retry carries the same id.
+                    Err(ClusterError::NotLeader)
+                }
+            }
+        }
+    }
+
+    /// Proposes a write and returns its outcome once applied on this member's
+    /// leader. `Ok(Err(_))` is a request-level error (e.g. compacted).
+    pub async fn propose(&self, req: &WriteRequest) -> Result<Result<WriteResponse, StorageError>, ClusterError> {
+        let id = loop {
+            let id = rand::random::<u64>();
+            if id != 0 {
+                break id;
+            }
+        };
+        let req = ForwardRequest::Propose(RaftRequest { id, payload: req.encode() });
+        match self.on_leader(req).await? {
+            ForwardReply::Proposed(RaftResponse::Written(b)) => Ok(Ok(WriteResponse::decode(&b).map_err(fatal)?)),
+            ForwardReply::Proposed(RaftResponse::Rejected(b)) => Ok(Err(StorageError::decode(&b))),
+            // Applied once already; that response is gone, so the outcome
+            // is reported as unknown, as a lost response would be.
+            ForwardReply::Proposed(RaftResponse::Duplicate { .. }) => Err(ClusterError::Timeout),
+            other => Err(fatal(format!("unexpected reply to a proposal: {other:?}"))),
+        }
+    }
+
+    /// Returns once this member's state machine reflects every write
+    /// acknowledged before the call (a linearizable read may follow).
+    pub async fn read_barrier(&self) -> Result<(), ClusterError> {
+        let deadline = self.deadline();
+        let index = match self.on_leader(ForwardRequest::ReadIndex).await? {
+            ForwardReply::ReadIndex(i) => i,
+            other => return Err(fatal(format!("unexpected reply to a read index: {other:?}"))),
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.inner.raft.wait(Some(left)).applied_index_at_least(Some(index), "read barrier").await {
+            Ok(_) => Ok(()),
+            Err(openraft::metrics::WaitError::Timeout(..)) => Err(ClusterError::Timeout),
+            Err(_) => Err(ClusterError::Stopped),
+        }
+    }
+
+    pub async fn add_member(&self, id: NodeId, peer_urls: Vec<String>, learner: bool) -> Result<Vec<MemberInfo>, ClusterError> {
+        self.membership_call(ForwardRequest::AddMember { id, peer_urls, learner }).await
+    }
+
+    pub async fn remove_member(&self, id: NodeId) -> Result<Vec<MemberInfo>, ClusterError> {
+        self.membership_call(ForwardRequest::RemoveMember { id }).await
+    }
+
+    pub async fn update_member(&self, id: NodeId, peer_urls: Vec<String>) -> Result<Vec<MemberInfo>, ClusterError> {
+        self.membership_call(ForwardRequest::UpdateMember { id, peer_urls }).await
+    }
+
+    pub async fn promote_member(&self, id: NodeId) -> Result<Vec<MemberInfo>, ClusterError> {
+        self.membership_call(ForwardRequest::PromoteMember { id }).await
+    }
+
+    /// Records this member's name and client URLs in the membership if they
+    /// differ (etcd's publish), retrying until it succeeds or the node stops.
+    pub async fn publish(&self, me: Member) {
+        loop {
+            let current = self.members().into_iter().find(|m| m.id == self.id());
+            match current {
+                Some(m) if m.member.name == me.name && m.member.client_urls == me.client_urls => return,
+                Some(m) => {
+                    let member = Member { peer_urls: m.member.peer_urls, ..me.clone() };
+                    match self.membership_call(ForwardRequest::Publish { id: self.id(), member }).await {
+                        Ok(_) => return,
+                        Err(ClusterError::Stopped) | Err(ClusterError::MemberNotFound) => return,
+                        Err(e) => tracing::debug!(error = %e, "publishing member attributes; will retry"),
+                    }
+                }
+                None => {}
+            }
+            let mut rx = self.inner.raft.metrics();
+            if rx.borrow_watched().running_state.is_err() {
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(500), rx.changed()).await;
+        }
+    }
+
+    async fn membership_call(&self, req: ForwardRequest) -> Result<Vec<MemberInfo>, ClusterError> {
+        match self.on_leader(req).await? {
+            ForwardReply::Members { members, .. } => Ok(members),
+            other => Err(fatal(format!("unexpected reply to a membership change: {other:?}"))),
+        }
+    }
+
+    /// Hands leadership to `target`; must be called on the leader (etcd's
+    /// MoveLeader). Returns once `target` leads, or times out.
+    pub async fn transfer_leader(&self, target: NodeId) -> Result<(), ClusterError> {
+        let status = self.status();
+        if status.leader != Some(self.id()) {
+            return Err(ClusterError::NotLeader);
+        }
+        let voters: BTreeSet<NodeId> = self.inner.raft.voter_ids().collect();
+        if !voters.contains(&target) {
+            return Err(ClusterError::BadLeaderTransferee);
+        }
+        if target == self.id() {
+            return Ok(());
+        }
+        self.inner.raft.trigger().transfer_leader(target).await.map_err(fatal)?;
+        let deadline = self.deadline();
+        let mut rx = self.inner.raft.metrics();
+        loop {
+            if rx.borrow_watched().current_leader == Some(target) {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Err(_) => return Err(ClusterError::Timeout),
+                Ok(Err(_)) => return Err(ClusterError::Stopped),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+
+    /// Stops Raft (the log store is flushed and closed when dropped).
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.inner.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+
+    /// Runs a call that must execute on the leader, here. Answers
+    /// `NotLeader` when this node does not lead (any more).
+    async fn handle_local(&self, req: ForwardRequest) -> ForwardResult {
+        let raft = &self.inner.raft;
+        match req {
+            ForwardRequest::Propose(r) => match raft.client_write(r).await {
+                Ok(resp) => Ok(ForwardReply::Proposed(resp.data)),
+                Err(e) => Err(write_error(e)),
+            },
+            ForwardRequest::ReadIndex => match raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+                Ok(read_log_id) => Ok(ForwardReply::ReadIndex(read_log_id.index())),
+                Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(_))) => Err(ClusterError::NotLeader),
+                Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => Err(ClusterError::NotLeader),
+                Err(e) => Err(fatal(e)),
+            },
+            ForwardRequest::ListMembers => Ok(self.members_reply()),
+            ForwardRequest::AddMember { id, peer_urls, learner } => {
+                let members = self.members();
+                if members.iter().any(|m| m.id == id) {
+                    return Err(ClusterError::IdExists);
+                }
+                if members.iter().any(|m| m.member.peer_urls.iter().any(|u| peer_urls.contains(u))) {
+                    return Err(ClusterError::PeerUrlsExist);
+                }
+                if learner && members.iter().filter(|m| m.is_learner).count() >= MAX_LEARNERS {
+                    return Err(ClusterError::TooManyLearners);
+                }
+                let member = Member { name: String::new(), peer_urls, client_urls: Vec::new() };
+                self.change(ChangeMembers::AddNodes(BTreeMap::from([(id, member)]))).await?;
+                if !learner {
+                    self.change(ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await?;
+                }
+                Ok(self.members_reply())
+            }
+            ForwardRequest::RemoveMember { id } => {
+                let m = self.members().into_iter().find(|m| m.id == id).ok_or(ClusterError::MemberNotFound)?;
+                if m.is_learner {
+                    self.change(ChangeMembers::RemoveNodes(BTreeSet::from([id]))).await?;
+                } else {
+                    self.change(ChangeMembers::RemoveVoters(BTreeSet::from([id]))).await?;
+                    if self.members().iter().any(|m| m.id == id) {
+                        self.change(ChangeMembers::RemoveNodes(BTreeSet::from([id]))).await?;
+                    }
+                }
+                Ok(self.members_reply())
+            }
+            ForwardRequest::UpdateMember { id, peer_urls } => {
+                let members = self.members();
+                let m = members.iter().find(|m| m.id == id).ok_or(ClusterError::MemberNotFound)?;
+                if members.iter().any(|o| o.id != id && o.member.peer_urls.iter().any(|u| peer_urls.contains(u))) {
+                    return Err(ClusterError::PeerUrlsExist);
+                }
+                let member = Member { peer_urls, ..m.member.clone() };
+                self.change(ChangeMembers::SetNodes(BTreeMap::from([(id, member)]))).await?;
+                Ok(self.members_reply())
+            }
+            ForwardRequest::Publish { id, member } => {
+                if !self.members().iter().any(|m| m.id == id) {
+                    return Err(ClusterError::MemberNotFound);
+                }
+                self.change(ChangeMembers::SetNodes(BTreeMap::from([(id, member)]))).await?;
+                Ok(self.members_reply())
+            }
+            ForwardRequest::PromoteMember { id } => {
+                let m = self.members().into_iter().find(|m| m.id == id).ok_or(ClusterError::MemberNotFound)?;
+                if !m.is_learner {
+                    return Err(ClusterError::NotLearner);
+                }
+                let (matched, last) = {
+                    let metrics = raft.metrics();
+                    let metrics = metrics.borrow_watched();
+                    let matched = metrics
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(&id).cloned().flatten())
+                        .map_or(0, |l| l.index);
+                    (matched, metrics.last_log_index.unwrap_or(0))
+                };
+                if (matched as f64) < (last as f64) * PROMOTE_READY_RATIO {
+                    return Err(ClusterError::LearnerNotReady);
+                }
+                self.change(ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await?;
+                Ok(self.members_reply())
+            }
+        }
+    }
+
+    fn members_reply(&self) -> ForwardReply {
+        ForwardReply::Members { cluster_id: self.cluster_id(), members: self.members() }
+    }
+
+    /// One membership change, retried while another one is still in flight.
+    async fn change(&self, change: ChangeMembers<NodeId, Member>) -> Result<(), ClusterError> {
+        let deadline = self.deadline();
+        loop {
+            match self.inner.raft.change_membership(change.clone(), false).await {
+                Ok(_) => return Ok(()),
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => match e {
+                    ChangeMembershipError::InProgress(_) | ChangeMembershipError::UncommittedLeaderLog(_) => {
+                        if tokio::time::timeout_at(deadline, tokio::time::sleep(RETRY_PAUSE)).await.is_err() {
+                            return Err(ClusterError::Timeout);
+                        }
+                    }
+                    ChangeMembershipError::EmptyMembership(_) => return Err(ClusterError::EmptyMembership),
+                    ChangeMembershipError::LearnerNotFound(_) => return Err(ClusterError::MemberNotFound),
+                    other => return Err(fatal(other)),
+                },
+                Err(e) => return Err(write_error(e)),
+            }
+        }
+    }
+}
+
+fn write_error(e: RaftError<crate::TypeConfig, ClientWriteError<crate::TypeConfig>>) -> ClusterError {
+    match e {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => ClusterError::NotLeader,
+        // The entry may still commit under the new leader; the retry's id
+        // makes that harmless.
+        RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => ClusterError::NotLeader,
+        RaftError::Fatal(_) => ClusterError::Stopped,
+        other => fatal(other),
+    }
+}
+
+#[tonic::async_trait]
+impl ForwardHandler for RaftNode {
+    async fn handle(&self, request: Vec<u8>) -> Result<Vec<u8>, tonic::Status> {
+        let req: ForwardRequest = bincode::deserialize(&request)
+            .map_err(|e| tonic::Status::invalid_argument(format!("undecodable forwarded call: {e}")))?;
+        let result = match req {
+            ForwardRequest::ListMembers => Ok(self.members_reply()),
+            req if self.status().leader == Some(self.id()) => {
+                tokio::time::timeout(self.inner.cfg.request_timeout, self.handle_local(req))
+                    .await
+                    .unwrap_or(Err(ClusterError::Timeout))
+            }
+            _ => Err(ClusterError::NotLeader),
+        };
+        bincode::serialize(&result).map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}

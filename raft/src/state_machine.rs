@@ -1,0 +1,487 @@
+//! The Raft state machine: openraft's `RaftStateMachine` on Cairn's MVCC
+//! [`Store`], and file-backed snapshots.
+//!
+//! # Applying
+//!
+//! Every committed entry goes through [`Store::apply_entry`]: the request's
+//! data, the store revision, the applied log index, the applied log id and the
+//! last membership ([`SmState`], stored as the store's opaque `raft_state`)
+//! are one atomic RocksDB batch. So a restart neither skips nor re-applies an
+//! entry: after a crash the store holds a prefix of its batches, and its
+//! `applied_state` tells openraft exactly where to resume. The store does not
+//! fsync these batches: the Raft log is already durable on a quorum, and
+//! openraft re-applies committed entries after the store's applied id on
+//! start-up (or installs the current snapshot when the log behind it was
+//! purged).
+//!
+//! Requests carry a proposer-chosen id. The store remembers ids over a window
+//! of log indexes and skips a repeat, so a write the proposer retried after a
+//! leader change (the first attempt having committed after all) is applied
+//! once. The repeat is answered with the first attempt's response while this
+//! member still has it in a small cache.
+//!
+//! # Snapshots
+//!
+//! A snapshot is one immutable file, `<snap-dir>/<term>-<index>-<nonce>.snap`:
+//!
+//! ```text
+//! magic "CAIRNSNP" | u32 version | u32 meta length | meta (bincode) | u32 crc32(meta) | store stream
+//! ```
+//!
+//! where the store stream is [`cairn_storage::StoreSnapshot::write_to`]'s
+//! output (with its own trailer checksum). A snapshot is built from a
+//! point-in-time view of the store, written to a temporary file, fsynced and
+//! renamed into place (then the directory is fsynced), so a snapshot that
+//! exists is complete and durable before openraft learns of it and purges the
+//! log behind it. The newest complete `.snap` file is the current snapshot;
+//! older ones are deleted once a newer one is in place.
+//!
+//! Installing a received snapshot: verify it entirely, make it the current
+//! snapshot (rename + directory fsync), then [`Store::restore`] from it. A
+//! crash in the middle leaves the store marked as interrupted (it reports no
+//! applied log id), and openraft installs the current snapshot again on the
+//! next start.
+//!
+//! Memory stays bounded by the store's restore batch size and the network's
+//! chunk size, whatever the database size.
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::{self, File};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use cairn_storage::{EntryOutcome, LogEntry, StorageError, Store, StoreSnapshot, WriteRequest};
+use futures_util::{Stream, StreamExt};
+use openraft::alias::SnapshotMetaOf;
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{OptionalSend, RaftSnapshotBuilder};
+use serde::{Deserialize, Serialize};
+
+use crate::types::{EntryPayload, LogId, RaftResponse, StoredMembership, TypeConfig};
+
+const MAGIC: &[u8; 8] = b"CAIRNSNP";
+const VERSION: u32 = 1;
+/// A snapshot's meta is a log id and a membership: a few KiB at most.
+const MAX_META_LEN: u32 = 1 << 20;
+/// How many recent responses are kept to answer a retried (duplicate) request.
+const RESPONSE_CACHE: usize = 4096;
+
+/// What the state machine records next to the data in every applied batch.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmState {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+}
+
+impl SmState {
+    fn encode(&self) -> Vec<u8> {
+        bincode::serialize(self).expect("SmState serializes")
+    }
+
+    fn decode(bytes: &[u8]) -> io::Result<SmState> {
+        bincode::deserialize(bytes).map_err(|e| invalid(format!("undecodable raft state: {e}")))
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+fn storage_io(e: StorageError) -> io::Error {
+    match e {
+        StorageError::Corruption(_) => io::Error::new(io::ErrorKind::InvalidData, e),
+        e => io::Error::other(e),
+    }
+}
+
+/// A complete snapshot file, open for reading. The handle keeps the data
+/// readable even if a newer snapshot replaces (deletes) the file meanwhile.
+#[derive(Debug)]
+pub struct SnapshotFile {
+    path: PathBuf,
+    file: File,
+    len: u64,
+}
+
+impl SnapshotFile {
+    /// Opens an existing file (a built, received or current snapshot).
+    pub fn open(path: &Path) -> io::Result<SnapshotFile> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        Ok(SnapshotFile { path: path.to_path_buf(), file, len })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// A fresh reader over the whole file, independent of other readers.
+    pub fn reader(&self) -> io::Result<File> {
+        let mut f = self.file.try_clone()?;
+        f.seek(SeekFrom::Start(0))?;
+        Ok(f)
+    }
+
+    /// Reads and checks the header, leaving `r` at the start of the store stream.
+    fn read_meta(r: &mut impl Read) -> io::Result<SnapshotMetaOf<TypeConfig>> {
+        let mut magic = [0u8; 8];
+        r.read_exact(&mut magic)?;
+        if &magic != MAGIC {
+            return Err(invalid("not a Cairn snapshot file"));
+        }
+        let mut word = [0u8; 4];
+        r.read_exact(&mut word)?;
+        let version = u32::from_be_bytes(word);
+        if version != VERSION {
+            return Err(invalid(format!("unsupported snapshot version {version}")));
+        }
+        r.read_exact(&mut word)?;
+        let len = u32::from_be_bytes(word);
+        if len > MAX_META_LEN {
+            return Err(invalid(format!("snapshot meta of {len} bytes")));
+        }
+        let mut meta = vec![0u8; len as usize];
+        r.read_exact(&mut meta)?;
+        r.read_exact(&mut word)?;
+        if crc32fast::hash(&meta) != u32::from_be_bytes(word) {
+            return Err(invalid("snapshot meta checksum mismatch"));
+        }
+        bincode::deserialize(&meta).map_err(|e| invalid(format!("undecodable snapshot meta: {e}")))
+    }
+
+    /// The meta recorded in the file.
+    pub fn meta(&self) -> io::Result<SnapshotMetaOf<TypeConfig>> {
+        Self::read_meta(&mut BufReader::new(self.reader()?))
+    }
+
+    /// Reads the whole file and checks every checksum; installs nothing.
+    pub fn verify(&self) -> io::Result<SnapshotMetaOf<TypeConfig>> {
+        let mut r = BufReader::new(self.reader()?);
+        let meta = Self::read_meta(&mut r)?;
+        cairn_storage::verify_snapshot(&mut r).map_err(storage_io)?;
+        Ok(meta)
+    }
+}
+
+fn write_header(w: &mut impl Write, meta: &SnapshotMetaOf<TypeConfig>) -> io::Result<()> {
+    let meta = bincode::serialize(meta).map_err(io::Error::other)?;
+    w.write_all(MAGIC)?;
+    w.write_all(&VERSION.to_be_bytes())?;
+    w.write_all(&(meta.len() as u32).to_be_bytes())?;
+    w.write_all(&meta)?;
+    w.write_all(&crc32fast::hash(&meta).to_be_bytes())
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+static NONCE: AtomicU64 = AtomicU64::new(0);
+
+/// A unique temporary path in `dir` (for a snapshot being built or received).
+pub fn temp_snapshot_path(dir: &Path) -> PathBuf {
+    let n = NONCE.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!("{}-{n}.part", std::process::id()))
+}
+
+fn snapshot_name(meta: &SnapshotMetaOf<TypeConfig>) -> String {
+    let (term, index) = meta.last_log_id.map_or((0, 0), |l| (l.leader_id.term, l.index));
+    let n = NONCE.fetch_add(1, Ordering::Relaxed);
+    format!("{term:020}-{index:020}-{}-{n}.snap", std::process::id())
+}
+
+/// The snapshot directory: finds the current snapshot and retires old ones.
+#[derive(Clone, Debug)]
+struct SnapshotDir {
+    dir: PathBuf,
+}
+
+impl SnapshotDir {
+    fn open(dir: PathBuf) -> io::Result<SnapshotDir> {
+        fs::create_dir_all(&dir)?;
+        // Leftovers of builds or transfers a crash interrupted.
+        for e in fs::read_dir(&dir)? {
+            let p = e?.path();
+            if p.extension().is_some_and(|x| x == "part") {
+                fs::remove_file(&p)?;
+            }
+        }
+        Ok(SnapshotDir { dir })
+    }
+
+    /// The complete snapshot with the greatest last log id.
+    fn current(&self) -> io::Result<Option<(SnapshotMetaOf<TypeConfig>, SnapshotFile)>> {
+        let mut best: Option<(SnapshotMetaOf<TypeConfig>, SnapshotFile)> = None;
+        for e in fs::read_dir(&self.dir)? {
+            let p = e?.path();
+            if !p.extension().is_some_and(|x| x == "snap") {
+                continue;
+            }
+            let f = SnapshotFile::open(&p)?;
+            let meta = f.meta()?;
+            if best.as_ref().is_none_or(|(m, _)| meta.last_log_id > m.last_log_id) {
+                best = Some((meta, f));
+            }
+        }
+        Ok(best)
+    }
+
+    /// Makes `file` the current snapshot: renamed into place under its final
+    /// name and durable before this returns; every other snapshot is removed.
+    fn promote(&self, file: &SnapshotFile, meta: &SnapshotMetaOf<TypeConfig>) -> io::Result<PathBuf> {
+        let target = if file.path.extension().is_some_and(|x| x == "snap") && file.path.parent() == Some(&self.dir) {
+            file.path.clone()
+        } else {
+            let target = self.dir.join(snapshot_name(meta));
+            File::open(&file.path)?.sync_all()?;
+            fs::rename(&file.path, &target)?;
+            sync_dir(&self.dir)?;
+            target
+        };
+        for e in fs::read_dir(&self.dir)? {
+            let p = e?.path();
+            if p != target && p.extension().is_some_and(|x| x == "snap") {
+                fs::remove_file(&p)?;
+            }
+        }
+        Ok(target)
+    }
+}
+
+/// Bounded memory of recent responses by request id, to answer a retried
+/// request that the store recognised as a duplicate.
+#[derive(Default)]
+struct ResponseCache {
+    by_id: HashMap<u64, RaftResponse>,
+    order: VecDeque<u64>,
+}
+
+impl ResponseCache {
+    fn insert(&mut self, id: u64, resp: &RaftResponse) {
+        if id == 0 || self.by_id.insert(id, resp.clone()).is_some() {
+            return;
+        }
+        self.order.push_back(id);
+        if self.order.len() > RESPONSE_CACHE {
+            if let Some(old) = self.order.pop_front() {
+                self.by_id.remove(&old);
+            }
+        }
+    }
+}
+
+/// Cairn's openraft state machine. Cheap to clone: clones share the store,
+/// the snapshot directory and the response cache.
+#[derive(Clone)]
+pub struct StateMachine {
+    store: Arc<Store>,
+    snaps: SnapshotDir,
+    responses: Arc<parking_lot::Mutex<ResponseCache>>,
+}
+
+impl StateMachine {
+    /// A state machine over `store`, keeping snapshots in `snap_dir`.
+    pub fn open(store: Arc<Store>, snap_dir: PathBuf) -> io::Result<StateMachine> {
+        Ok(StateMachine {
+            store,
+            snaps: SnapshotDir::open(snap_dir)?,
+            responses: Default::default(),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn snapshot_dir(&self) -> &Path {
+        &self.snaps.dir
+    }
+
+    fn sm_state(&self) -> io::Result<SmState> {
+        if self.store.restore_interrupted() {
+            // Nothing in the store is trustworthy; openraft reinstalls the snapshot.
+            return Ok(SmState::default());
+        }
+        match self.store.raft_state() {
+            Some(b) => SmState::decode(&b),
+            None => Ok(SmState::default()),
+        }
+    }
+
+    /// Applies entries on the blocking pool (RocksDB writes block).
+    fn apply_blocking(store: &Store, mut state: SmState, entries: &[openraft::alias::EntryOf<TypeConfig>]) -> io::Result<Vec<RaftResponse>> {
+        let mut out = Vec::with_capacity(entries.len());
+        for entry in entries {
+            state.last_applied = Some(entry.log_id);
+            if let EntryPayload::Membership(m) = &entry.payload {
+                state.membership = StoredMembership::new(Some(entry.log_id), m.clone());
+            }
+            let raft_state = state.encode();
+            let decoded;
+            let (request_id, request) = match &entry.payload {
+                EntryPayload::Normal(r) => {
+                    decoded = WriteRequest::decode(&r.payload).map_err(storage_io)?;
+                    (r.id, Some(&decoded))
+                }
+                _ => (0, None),
+            };
+            // Raft's first entry (the initial membership) has index 0; the
+            // store counts "nothing applied" as 0, so it sees index + 1.
+            let outcome = store
+                .apply_entry(&LogEntry { index: entry.log_id.index + 1, request_id, request, raft_state: &raft_state })
+                .map_err(storage_io)?;
+            out.push(match outcome {
+                EntryOutcome::Applied(a) => match a.result {
+                    Ok(resp) => RaftResponse::Written(resp.encode()),
+                    Err(e) => RaftResponse::Rejected(e.encode()),
+                },
+                EntryOutcome::Duplicate { first_index } => RaftResponse::Duplicate { first_index },
+                EntryOutcome::NoRequest => RaftResponse::Empty,
+            });
+        }
+        Ok(out)
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotFile;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let st = self.sm_state()?;
+        Ok((st.last_applied, st.membership))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let mut batch = Vec::new();
+        let mut responders = Vec::new();
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            batch.push(entry);
+            responders.push(responder);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let state = self.sm_state()?;
+        let store = self.store.clone();
+        let (batch, responses) = tokio::task::spawn_blocking(move || {
+            let r = Self::apply_blocking(&store, state, &batch);
+            (batch, r)
+        })
+        .await
+        .map_err(io::Error::other)?;
+        let responses = responses?;
+        let mut cache = self.responses.lock();
+        for ((entry, responder), mut resp) in batch.iter().zip(responders).zip(responses) {
+            let id = match &entry.payload {
+                EntryPayload::Normal(r) => r.id,
+                _ => 0,
+            };
+            if matches!(resp, RaftResponse::Duplicate { .. }) {
+                if let Some(first) = cache.by_id.get(&id) {
+                    resp = first.clone();
+                }
+            } else {
+                cache.insert(id, &resp);
+            }
+            if let Some(r) = responder {
+                r.send(resp);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder { view: self.store.snapshot_view(), snaps: self.snaps.clone() }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMetaOf<TypeConfig>,
+        snapshot: SnapshotFile,
+    ) -> Result<(), io::Error> {
+        let store = self.store.clone();
+        let snaps = self.snaps.clone();
+        let meta = meta.clone();
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            let recorded = snapshot.verify()?;
+            if recorded != meta {
+                return Err(invalid(format!("snapshot file holds {recorded}, expected {meta}")));
+            }
+            let path = snaps.promote(&snapshot, &meta)?;
+            let mut r = BufReader::new(File::open(&path)?);
+            SnapshotFile::read_meta(&mut r)?;
+            let summary = store.restore(&mut r).map_err(storage_io)?;
+            tracing::info!(meta = %meta, bytes = summary.bytes, records = summary.records, "installed snapshot");
+            Ok(())
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>>, io::Error> {
+        let snaps = self.snaps.clone();
+        let cur = tokio::task::spawn_blocking(move || snaps.current()).await.map_err(io::Error::other)??;
+        Ok(cur.map(|(meta, snapshot)| openraft::alias::SnapshotOf::<TypeConfig, SnapshotFile> { meta, snapshot }))
+    }
+}
+
+/// Builds a snapshot file from the store view taken when openraft asked for
+/// the builder, so applying may continue while the file is written.
+pub struct SnapshotBuilder {
+    view: Result<StoreSnapshot, StorageError>,
+    snaps: SnapshotDir,
+}
+
+impl SnapshotBuilder {
+    fn build_blocking(view: &StoreSnapshot, snaps: &SnapshotDir) -> io::Result<(SnapshotMetaOf<TypeConfig>, SnapshotFile)> {
+        let state = match view.raft_state() {
+            Some(b) => SmState::decode(b)?,
+            None => SmState::default(),
+        };
+        let meta = SnapshotMetaOf::<TypeConfig> { last_log_id: state.last_applied, last_membership: state.membership };
+        let tmp = temp_snapshot_path(&snaps.dir);
+        let result = (|| {
+            let mut w = BufWriter::new(File::create(&tmp)?);
+            write_header(&mut w, &meta)?;
+            let summary = view.write_to(&mut w).map_err(storage_io)?;
+            let f = w.into_inner().map_err(|e| e.into_error())?;
+            f.sync_all()?;
+            let path = snaps.promote(&SnapshotFile::open(&tmp)?, &meta)?;
+            tracing::info!(meta = %meta, bytes = summary.bytes, records = summary.records, path = %path.display(), "built snapshot");
+            SnapshotFile::open(&path)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        Ok((meta, result?))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotFile;
+
+    async fn build_snapshot(&mut self) -> Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>, io::Error> {
+        let view = std::mem::replace(&mut self.view, Err(StorageError::Internal("snapshot view already used".into())))
+            .map_err(storage_io)?;
+        let snaps = self.snaps.clone();
+        let (meta, snapshot) = tokio::task::spawn_blocking(move || Self::build_blocking(&view, &snaps))
+            .await
+            .map_err(io::Error::other)??;
+        Ok(openraft::alias::SnapshotOf::<TypeConfig, SnapshotFile> { meta, snapshot })
+    }
+}
