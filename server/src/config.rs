@@ -41,6 +41,34 @@ pub struct Config {
     #[arg(long, default_value = "etcd-cluster")]
     pub initial_cluster_token: String,
 
+    /// Comma-separated URLs to listen on for peer (Raft) traffic.
+    #[arg(long, default_value = "http://localhost:2380")]
+    pub listen_peer_urls: String,
+
+    /// Initial cluster configuration for bootstrapping: `name=peerURL,...`.
+    #[arg(long, default_value = "default=http://localhost:2380")]
+    pub initial_cluster: String,
+
+    /// `new` to form a new cluster, `existing` to join one (after `member add`).
+    #[arg(long, default_value = "new", value_parser = ["new", "existing"])]
+    pub initial_cluster_state: String,
+
+    /// Time (in milliseconds) of a heartbeat interval.
+    #[arg(long, default_value_t = 100)]
+    pub heartbeat_interval: u64,
+
+    /// Time (in milliseconds) for an election to time out.
+    #[arg(long, default_value_t = 1000)]
+    pub election_timeout: u64,
+
+    /// Number of committed transactions to trigger a snapshot to disk.
+    #[arg(long, default_value_t = 10_000)]
+    pub snapshot_count: u64,
+
+    /// Number of entries kept behind a snapshot for slow followers to catch up from.
+    #[arg(long, alias = "experimental-snapshot-catchup-entries", default_value_t = 5000)]
+    pub snapshot_catchup_entries: u64,
+
     /// Maximum client request size in bytes the server will accept.
     #[arg(long, default_value_t = 1_572_864)]
     pub max_request_bytes: u32,
@@ -138,6 +166,44 @@ impl Config {
     pub fn peer_urls(&self) -> Vec<String> {
         split_urls(&self.initial_advertise_peer_urls).collect()
     }
+
+    pub fn listen_peer_urls(&self) -> Result<Vec<ListenUrl>, String> {
+        split_urls(&self.listen_peer_urls).map(|u| ListenUrl::parse(&u)).collect()
+    }
+
+    /// `--initial-cluster` as (name, peer URLs) in the order given; a name
+    /// listed several times collects all its URLs, as in etcd.
+    pub fn initial_cluster(&self) -> Result<Vec<(String, Vec<String>)>, String> {
+        let mut out: Vec<(String, Vec<String>)> = Vec::new();
+        for item in split_urls(&self.initial_cluster) {
+            let (name, url) = item
+                .split_once('=')
+                .ok_or_else(|| format!("--initial-cluster entry {item:?}: want name=peerURL"))?;
+            ListenUrl::parse(url).map_err(|e| format!("--initial-cluster: {e}"))?;
+            match out.iter_mut().find(|(n, _)| n == name) {
+                Some((_, urls)) => urls.push(url.to_string()),
+                None => out.push((name.to_string(), vec![url.to_string()])),
+            }
+        }
+        if out.is_empty() {
+            return Err("--initial-cluster is empty".into());
+        }
+        Ok(out)
+    }
+
+    /// etcd's validation: heartbeat below election timeout, both positive.
+    pub fn check_timeouts(&self) -> Result<(), String> {
+        if self.heartbeat_interval == 0 || self.election_timeout == 0 {
+            return Err("--heartbeat-interval and --election-timeout must be positive".into());
+        }
+        if self.election_timeout < 5 * self.heartbeat_interval {
+            return Err(format!(
+                "--election-timeout[{}ms] should be at least as 5 times as --heartbeat-interval[{}ms]",
+                self.election_timeout, self.heartbeat_interval
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Go's flag package accepts `-flag`; clap wants `--flag`.
@@ -209,6 +275,25 @@ mod tests {
         assert_eq!(c.max_txn_ops, 128);
         assert_eq!(c.listen_client_urls().unwrap()[0].port, 2379);
         assert_eq!(c.compaction_sleep_interval, Duration::from_millis(10));
+        assert_eq!(c.initial_cluster().unwrap(), vec![("default".to_string(), vec!["http://localhost:2380".to_string()])]);
+        assert_eq!((c.heartbeat_interval, c.election_timeout), (100, 1000));
+        assert_eq!(c.initial_cluster_state, "new");
+    }
+
+    #[test]
+    fn initial_cluster_and_timeouts() {
+        let c = parse(&["--initial-cluster=a=http://127.0.0.1:1,b=http://127.0.0.1:2,a=http://127.0.0.1:3"], &[]).unwrap();
+        assert_eq!(
+            c.initial_cluster().unwrap(),
+            vec![
+                ("a".to_string(), vec!["http://127.0.0.1:1".to_string(), "http://127.0.0.1:3".to_string()]),
+                ("b".to_string(), vec!["http://127.0.0.1:2".to_string()]),
+            ]
+        );
+        assert!(parse(&["--initial-cluster=a"], &[]).unwrap().initial_cluster().is_err());
+        assert!(parse(&["--initial-cluster-state=maybe"], &[]).is_err());
+        assert!(parse(&["--election-timeout=300"], &[]).unwrap().check_timeouts().is_err());
+        assert!(parse(&["--election-timeout=500"], &[]).unwrap().check_timeouts().is_ok());
     }
 
     #[test]

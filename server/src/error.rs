@@ -1,6 +1,7 @@
 //! The one place internal errors become gRPC statuses, with etcd's exact codes
 //! and messages (clients such as etcdctl and client-go match on the text).
 
+use cairn_raft::ClusterError;
 use cairn_storage::StorageError;
 use tonic::{Code, Status};
 
@@ -12,6 +13,10 @@ pub enum ServerError {
     RequestTooLarge,
     #[error("server stopped")]
     Stopped,
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error("rpc not supported for learner")]
+    NotSupportedForLearner,
 }
 
 impl From<ServerError> for Status {
@@ -33,7 +38,30 @@ impl From<ServerError> for Status {
             },
             ServerError::RequestTooLarge => (Code::InvalidArgument, "etcdserver: request is too large"),
             ServerError::Stopped => (Code::Unavailable, "etcdserver: server stopped"),
+            ServerError::NotSupportedForLearner => (Code::Unavailable, "etcdserver: rpc not supported for learner"),
+            ServerError::Cluster(c) => match c {
+                ClusterError::NoLeader => (Code::Unavailable, "etcdserver: no leader"),
+                ClusterError::Timeout => (Code::Unavailable, "etcdserver: request timed out"),
+                ClusterError::NotLeader => (Code::FailedPrecondition, "etcdserver: not leader"),
+                ClusterError::Stopped => (Code::Unavailable, "etcdserver: server stopped"),
+                ClusterError::MemberNotFound => (Code::NotFound, "etcdserver: member not found"),
+                ClusterError::IdExists => (Code::FailedPrecondition, "etcdserver: member ID already exist"),
+                ClusterError::PeerUrlsExist => (Code::FailedPrecondition, "etcdserver: Peer URLs already exists"),
+                ClusterError::NotLearner => (Code::FailedPrecondition, "etcdserver: can only promote a learner member"),
+                ClusterError::LearnerNotReady => {
+                    (Code::FailedPrecondition, "etcdserver: can only promote a learner member which is in sync with leader")
+                }
+                ClusterError::TooManyLearners => (Code::FailedPrecondition, "etcdserver: too many learner members in cluster"),
+                ClusterError::BadLeaderTransferee => (Code::FailedPrecondition, "etcdserver: bad leader transferee"),
+                ClusterError::EmptyMembership => {
+                    (Code::FailedPrecondition, "etcdserver: re-configuration failed due to not enough started members")
+                }
+                ClusterError::Join(_) | ClusterError::Fatal(_) => (Code::Unavailable, "etcdserver: server stopped"),
+            },
         };
+        if let ServerError::Cluster(ClusterError::Join(m) | ClusterError::Fatal(m)) = &e {
+            tracing::error!(error = %m, "request failed in the raft layer");
+        }
         if matches!(&e, ServerError::Storage(s) if s.is_fatal()) {
             tracing::error!(error = %e, "request failed on a fatal storage error");
         }

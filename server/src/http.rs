@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -44,13 +44,20 @@ fn json(status: StatusCode, body: String) -> impl IntoResponse {
     (status, [(header::CONTENT_TYPE, "application/json")], body)
 }
 
-/// Healthy when the member can serve a read, like etcd's `/health`.
-async fn health(State(backend): State<Backend>) -> impl IntoResponse {
-    let probe = RangeRequest { key: b"health".to_vec(), keys_only: true, limit: 1, ..Default::default() };
-    let reason = match tokio::time::timeout(HEALTH_TIMEOUT, backend.range(probe)).await {
-        Ok(Ok(_)) => return json(StatusCode::OK, r#"{"health":"true","reason":""}"#.to_string()),
-        Ok(Err(e)) => format!("RANGE ERROR: {e}"),
-        Err(_) => "RANGE TIMEOUT".to_string(),
+/// Healthy when the member has a leader and can serve a read, like etcd's
+/// `/health`; `?serializable=true` skips the leader check and reads locally
+/// (what a learner or a member cut off from the quorum can still do).
+async fn health(State(backend): State<Backend>, RawQuery(query): RawQuery) -> impl IntoResponse {
+    let serializable = query.as_deref().is_some_and(|q| q.split('&').any(|p| p == "serializable=true"));
+    let probe = RangeRequest { key: b"health".to_vec(), keys_only: true, limit: 1, serializable, ..Default::default() };
+    let reason = if !serializable && backend.node().status().leader.is_none() {
+        "RAFT NO LEADER".to_string()
+    } else {
+        match tokio::time::timeout(HEALTH_TIMEOUT, backend.range(probe)).await {
+            Ok(Ok(_)) => return json(StatusCode::OK, r#"{"health":"true","reason":""}"#.to_string()),
+            Ok(Err(e)) => format!("RANGE ERROR: {e}"),
+            Err(_) => "RANGE TIMEOUT".to_string(),
+        }
     };
     tracing::warn!(%reason, "serving /health false");
     json(

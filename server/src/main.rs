@@ -2,19 +2,26 @@
 //! etcd's HTTP endpoints on its client URLs.
 
 mod backend;
+mod cluster;
 mod config;
 mod error;
 mod http;
+mod identity;
 mod ids;
 mod kv;
 mod maintenance;
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Context;
-use cairn_api::etcdserverpb::{kv_server::KvServer, maintenance_server::MaintenanceServer};
+use anyhow::{bail, Context};
+use cairn_api::etcdserverpb::{
+    cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
+};
+use cairn_raft::{Member, NodeConfig, RaftNode};
 use cairn_storage::{RocksEngine, Store, StoreConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -22,6 +29,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::backend::Backend;
 use crate::config::Config;
+use crate::identity::Identity;
 
 /// Extra room gRPC allows above `--max-request-bytes`, as etcd does, so that an
 /// oversized request reaches our own size check and gets etcd's error text.
@@ -71,20 +79,26 @@ fn init_logging(cfg: &Config) {
 }
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
+    cfg.check_timeouts().map_err(anyhow::Error::msg)?;
     let listen = cfg.listen_client_urls().map_err(anyhow::Error::msg)?;
+    let listen_peer = cfg.listen_peer_urls().map_err(anyhow::Error::msg)?;
     let data_dir = cfg.data_dir();
-    let db_dir = data_dir.join("member").join("db");
+    let member_dir = data_dir.join("member");
+    let db_dir = member_dir.join("db");
     std::fs::create_dir_all(&db_dir)
         .with_context(|| format!("cannot use data dir {}", data_dir.display()))?;
     let engine = RocksEngine::open(&db_dir).with_context(|| {
         format!("cannot open data dir {} (is another member using it?)", data_dir.display())
     })?;
+    // The Raft log is fsynced on a quorum before anything is applied, and
+    // openraft re-applies committed entries after a crash, so the state
+    // machine's batches need no fsync of their own.
     let store = Store::open(
         Arc::new(engine),
         StoreConfig {
             compaction_batch_limit: cfg.compaction_batch_limit as usize,
             compaction_sleep: cfg.compaction_sleep_interval,
-            sync_writes: true,
+            sync_writes: false,
         },
     )
     .with_context(|| format!("cannot load data dir {}", data_dir.display()))?;
@@ -96,13 +110,54 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         let l = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {}", url.url))?;
         listeners.push((url.url.clone(), l));
     }
+    let mut peer_listeners = Vec::new();
+    for url in &listen_peer {
+        let addr = url.resolve().await.with_context(|| format!("cannot resolve {}", url.url))?;
+        let l = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {}", url.url))?;
+        peer_listeners.push((url.url.clone(), l));
+    }
 
-    let member_id = ids::member_id(&cfg.peer_urls(), &cfg.initial_cluster_token);
-    let cluster_id = ids::cluster_id(&[member_id]);
-    let (backend, writer) = Backend::start(store.clone(), cfg.max_request_bytes as usize, member_id, cluster_id)
-        .context("cannot start the writer thread")?;
+    let (identity, initial_members) = decide_identity(&cfg, &member_dir).await?;
+    let node_cfg = NodeConfig {
+        id: identity.member_id,
+        cluster_id: identity.cluster_id,
+        heartbeat: Duration::from_millis(cfg.heartbeat_interval),
+        election: Duration::from_millis(cfg.election_timeout),
+        snapshot_count: cfg.snapshot_count,
+        snapshot_catchup_entries: cfg.snapshot_catchup_entries,
+        max_request_bytes: cfg.max_request_bytes as u64,
+        // etcd: 5 s plus two election timeouts.
+        request_timeout: Duration::from_secs(5) + 2 * Duration::from_millis(cfg.election_timeout),
+        log_dir: member_dir.join("raft"),
+        snapshot_dir: member_dir.join("snap"),
+    };
+    let node = RaftNode::start(node_cfg, store.clone()).await.context("cannot start raft")?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let mut peer_servers = Vec::new();
+    for (url, listener) in peer_listeners {
+        let service = node.peer_service();
+        let mut stop = stop_rx.clone();
+        tracing::info!(url = %url, "serving peer traffic");
+        peer_servers.push(tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        }));
+    }
+    if let Some(members) = initial_members {
+        node.bootstrap(members).await.context("cannot bootstrap the cluster")?;
+    }
+    let me = Member { name: cfg.name.clone(), peer_urls: cfg.peer_urls(), client_urls: cfg.advertise_client_urls() };
+    let publisher = tokio::spawn({
+        let node = node.clone();
+        async move { node.publish(me).await }
+    });
+
+    let backend = Backend::new(node.clone(), cfg.max_request_bytes as usize);
     let mut servers = Vec::new();
     for (url, listener) in listeners {
         let routes = grpc_routes(&backend, &cfg);
@@ -122,8 +177,8 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(
         name = %cfg.name,
         data_dir = %data_dir.display(),
-        member_id = format!("{member_id:x}"),
-        cluster_id = format!("{cluster_id:x}"),
+        member_id = format!("{:x}", identity.member_id),
+        cluster_id = format!("{:x}", identity.cluster_id),
         advertise_client_urls = ?cfg.advertise_client_urls(),
         revision = store.current_revision(),
         "ready to serve client requests"
@@ -131,6 +186,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
 
     shutdown_signal().await?;
     tracing::info!("shutting down: draining requests");
+    publisher.abort();
     let _ = stop_tx.send(true);
     // Connections get GOAWAY and in-flight requests may finish, but clients
     // that keep idle connections open must not hold the shutdown hostage.
@@ -147,11 +203,79 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
             s.abort();
         }
     }
-    backend.stop().await;
-    tokio::task::spawn_blocking(move || writer.join()).await.ok();
+    node.shutdown().await;
+    for s in &peer_servers {
+        s.abort();
+    }
+    drop(backend);
     store.close().context("cannot flush the store")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Decides (first start) or loads (restart) this member's identity. For the
+/// first start of a new cluster's member it also returns the initial
+/// membership to bootstrap with.
+async fn decide_identity(
+    cfg: &Config,
+    member_dir: &std::path::Path,
+) -> anyhow::Result<(Identity, Option<BTreeMap<u64, Member>>)> {
+    let initial = cfg.initial_cluster().map_err(anyhow::Error::msg)?;
+    let mut my_urls = cfg.peer_urls();
+    my_urls.sort();
+    let same_urls = |urls: &[String]| {
+        let mut u = urls.to_vec();
+        u.sort();
+        u == my_urls
+    };
+    let initial_members = || -> anyhow::Result<BTreeMap<u64, Member>> {
+        let mut members = BTreeMap::new();
+        for (name, urls) in &initial {
+            let id = ids::member_id(urls, &cfg.initial_cluster_token);
+            // Identical on every initial member: each publishes its own
+            // client URLs once the cluster runs.
+            members.insert(id, Member { name: name.clone(), peer_urls: urls.clone(), client_urls: Vec::new() });
+        }
+        Ok(members)
+    };
+    if let Some(id) = identity::load(member_dir)? {
+        let members = if id.initial { Some(initial_members()?) } else { None };
+        return Ok((id, members));
+    }
+    let Some((_, urls)) = initial.iter().find(|(n, _)| n == &cfg.name) else {
+        bail!("couldn't find local name {:?} in the initial cluster configuration", cfg.name);
+    };
+    if !same_urls(urls) {
+        bail!(
+            "--initial-cluster has {} mapped to {:?}, but --initial-advertise-peer-urls is {:?}",
+            cfg.name,
+            urls,
+            cfg.peer_urls()
+        );
+    }
+    let (identity, members) = if cfg.initial_cluster_state == "new" {
+        let members = initial_members()?;
+        let ids: Vec<u64> = members.keys().copied().collect();
+        let id = Identity {
+            member_id: ids::member_id(&cfg.peer_urls(), &cfg.initial_cluster_token),
+            cluster_id: ids::cluster_id(&ids),
+            initial: true,
+        };
+        (id, Some(members))
+    } else {
+        let peers: Vec<String> =
+            initial.iter().filter(|(n, _)| n != &cfg.name).flat_map(|(_, u)| u.clone()).collect();
+        let (cluster_id, members) = RaftNode::discover(&peers).await.context("cannot join the existing cluster")?;
+        let Some(me) = members.iter().find(|m| same_urls(&m.member.peer_urls)) else {
+            bail!(
+                "this member's peer URLs {:?} are not in the cluster's membership; add it first (etcdctl member add)",
+                cfg.peer_urls()
+            );
+        };
+        (Identity { member_id: me.id, cluster_id, initial: false }, None)
+    };
+    identity::store(member_dir, &identity)?;
+    Ok((identity, members))
 }
 
 fn grpc_routes(backend: &Backend, cfg: &Config) -> tonic::service::Routes {
@@ -160,11 +284,13 @@ fn grpc_routes(backend: &Backend, cfg: &Config) -> tonic::service::Routes {
         .max_decoding_message_size(max_decode);
     let maintenance = MaintenanceServer::new(maintenance::MaintenanceService::new(backend.clone()))
         .max_decoding_message_size(max_decode);
+    let cluster = ClusterServer::new(cluster::ClusterService::new(backend.clone())).max_decoding_message_size(max_decode);
     // Unknown gRPC methods (services not built yet) fall back to gRPC's
     // Unimplemented; the HTTP endpoints sit beside them on the same port.
     let grpc = tonic::service::Routes::default()
         .add_service(kv)
         .add_service(maintenance)
+        .add_service(cluster)
         .into_axum_router()
         .fallback(http::fallback);
     tonic::service::Routes::from(grpc.merge(http::router(backend.clone())))

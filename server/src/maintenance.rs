@@ -1,5 +1,5 @@
-//! etcd's Maintenance service: Status, Alarm, HashKV and Defragment now; the
-//! rest answer `Unimplemented` until their features exist.
+//! etcd's Maintenance service: Status, Alarm, HashKV, Defragment and
+//! MoveLeader; the rest answer `Unimplemented` until their features exist.
 
 use cairn_api::etcdserverpb::{
     maintenance_server::Maintenance, AlarmRequest, AlarmResponse, DefragmentRequest,
@@ -9,7 +9,7 @@ use cairn_api::etcdserverpb::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::backend::{Backend, TERM};
+use crate::backend::Backend;
 use crate::error::ServerError;
 
 /// The etcd version Cairn reports. Clients such as kube-apiserver gate
@@ -38,6 +38,7 @@ type SnapshotStream = std::pin::Pin<
 impl Maintenance for MaintenanceService {
     /// No alarm can be raised yet (there is no space quota), so the list is empty.
     async fn alarm(&self, _request: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        self.backend.refuse_learner()?;
         let store = self.backend.store();
         Ok(Response::new(AlarmResponse {
             header: Some(self.backend.header(store.current_revision())),
@@ -47,18 +48,19 @@ impl Maintenance for MaintenanceService {
 
     async fn status(&self, _request: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let store = self.backend.store();
-        let applied = store.applied_index();
+        let raft = self.backend.node().status();
+        let errors = if raft.leader.is_none() { vec!["etcdserver: no leader".to_string()] } else { Vec::new() };
         Ok(Response::new(StatusResponse {
             header: Some(self.backend.header(store.current_revision())),
             version: ETCD_VERSION.to_string(),
             db_size: store.size_bytes() as i64,
-            leader: self.backend.member_id(),
-            raft_index: applied,
-            raft_term: TERM,
-            raft_applied_index: applied,
-            errors: Vec::new(),
+            leader: raft.leader.unwrap_or(0),
+            raft_index: raft.committed_index.max(raft.applied_index),
+            raft_term: raft.term,
+            raft_applied_index: raft.applied_index,
+            errors,
             db_size_in_use: store.live_size_bytes() as i64,
-            is_learner: false,
+            is_learner: raft.is_learner,
             storage_version: ETCD_CLUSTER_VERSION.to_string(),
             db_size_quota: DB_SIZE_QUOTA,
             downgrade_info: None,
@@ -67,6 +69,7 @@ impl Maintenance for MaintenanceService {
 
     /// Compacts RocksDB's files in place; reads and writes continue meanwhile.
     async fn defragment(&self, _: Request<DefragmentRequest>) -> Result<Response<DefragmentResponse>, Status> {
+        self.backend.refuse_learner()?;
         let store = self.backend.store().clone();
         tokio::task::spawn_blocking(move || store.defragment())
             .await
@@ -81,6 +84,7 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn hash_kv(&self, request: Request<HashKvRequest>) -> Result<Response<HashKvResponse>, Status> {
+        self.backend.refuse_learner()?;
         let rev = request.into_inner().revision;
         let store = self.backend.store().clone();
         let (hash, compact_revision, hash_revision) = tokio::task::spawn_blocking(move || store.hash_kv(rev))
@@ -102,8 +106,13 @@ impl Maintenance for MaintenanceService {
         Err(Status::unimplemented("Snapshot is not implemented yet"))
     }
 
-    async fn move_leader(&self, _: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(Status::unimplemented("MoveLeader is not implemented yet"))
+    /// Must be sent to the leader, as in etcd; returns once the target leads.
+    async fn move_leader(&self, request: Request<MoveLeaderRequest>) -> Result<Response<MoveLeaderResponse>, Status> {
+        self.backend.refuse_learner()?;
+        let target = request.into_inner().target_id;
+        self.backend.node().transfer_leader(target).await.map_err(ServerError::from)?;
+        let rev = self.backend.store().current_revision();
+        Ok(Response::new(MoveLeaderResponse { header: Some(self.backend.header(rev)) }))
     }
 
     async fn downgrade(&self, _: Request<DowngradeRequest>) -> Result<Response<DowngradeResponse>, Status> {

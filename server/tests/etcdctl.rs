@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{http_get, Cairn};
+use common::{http_get, Cairn, Cluster};
 use serde_json::Value;
 
 /// Upper bound for one etcdctl invocation (its own `--command-timeout` is 10 s).
@@ -54,6 +54,11 @@ struct Ctl {
 impl Ctl {
     fn new(bin: &Path, cairn: &Cairn) -> Ctl {
         Ctl { bin: bin.to_path_buf(), endpoint: cairn.endpoint() }
+    }
+
+    /// etcdctl talking to several members (`--endpoints=a,b,c`).
+    fn cluster(bin: &Path, endpoints: &[String]) -> Ctl {
+        Ctl { bin: bin.to_path_buf(), endpoint: endpoints.join(",") }
     }
 
     fn run_with_input(&self, args: &[&str], input: Option<&str>) -> Out {
@@ -889,4 +894,108 @@ fn endpoint_hashkv_and_defrag() {
     assert_eq!(out.trim(), format!("Finished defragmenting etcd member[{}]", cairn.endpoint()));
     assert_eq!(hash(&ctl), second, "defragmenting changes no data");
     assert_eq!(ctl.ok(&["get", "a", "--print-value-only"]).trim(), "3");
+}
+
+/// `member list` lines (`id, status, name, peer, client, learner`) sorted.
+fn member_lines(ctl: &Ctl) -> Vec<String> {
+    let mut lines: Vec<String> = ctl.ok(&["member", "list"]).lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+/// The expected `member list` line of a cluster member.
+fn member_line(ctl: &Ctl, m: &Cairn, learner: bool) -> String {
+    let id = Ctl { bin: ctl.bin.clone(), endpoint: m.endpoint() }.json(&["endpoint", "status"])[0]["Status"]["header"]
+        ["member_id"]
+        .as_u64()
+        .unwrap();
+    format!("{id:x}, started, {}, {}, {}, {learner}", m.name, m.peer_url(), m.endpoint())
+}
+
+/// etcdctl's cluster commands against a 3-member cluster: member list (simple
+/// and table), endpoint status --cluster, move-leader, and member add
+/// --learner / promote / remove with a member that joins as etcdctl's
+/// printed environment says.
+#[test]
+fn cluster_membership_commands() {
+    let Some(etcdctl) = common::require_tool("etcdctl") else { return };
+    let mut cluster = Cluster::start(3, &["--snapshot-count=50", "--snapshot-catchup-entries=5"]);
+    let ctl = Ctl::cluster(&etcdctl, &cluster.endpoints());
+
+    // Members publish their names and client URLs shortly after start.
+    let mut want: Vec<String> = cluster.members.iter().map(|m| member_line(&ctl, m, false)).collect();
+    want.sort();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while member_lines(&ctl) != want {
+        assert!(Instant::now() < deadline, "member list {:?}, want {want:?}", member_lines(&ctl));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let table = ctl.ok(&["member", "list", "-w", "table"]);
+    assert!(table.contains("|        ID        | STATUS  | NAME |       PEER ADDRS       |      CLIENT ADDRS      | IS LEARNER |"), "{table}");
+    assert_eq!(table.lines().filter(|l| l.contains("| started |")).count(), 3, "{table}");
+
+    // endpoint status --cluster finds every member through member list.
+    let one = Ctl { bin: etcdctl.clone(), endpoint: cluster.members[0].endpoint() };
+    let status = one.ok(&["endpoint", "status", "--cluster"]);
+    let rows: Vec<Vec<String>> = status.lines().map(status_fields).collect();
+    assert_eq!(rows.len(), 3, "{status}");
+    assert_eq!(rows.iter().filter(|r| r[4] == "true").count(), 1, "one leader: {status}");
+    assert!(rows.iter().all(|r| r[2] == "3.6.0" && r[5] == "false" && r[6] == rows[0][6]), "{status}");
+    for m in &cluster.members {
+        assert!(rows.iter().any(|r| r[0] == m.endpoint()), "{} missing from {status}", m.endpoint());
+    }
+
+    // move-leader: to a follower; a bad target is etcd's error.
+    let leader_id = rows.iter().find(|r| r[4] == "true").unwrap()[1].clone();
+    let target_id = rows.iter().find(|r| r[4] == "false").unwrap()[1].clone();
+    assert_eq!(
+        ctl.ok(&["move-leader", &target_id]),
+        format!("Leadership transferred from {leader_id} to {target_id}\n")
+    );
+    assert_eq!(ctl.err(&["move-leader", "1234"]), "Error: etcdserver: bad leader transferee\n");
+    for i in 0..120 {
+        ctl.put(&format!("before-join/{i}"), "v");
+    }
+
+    // member add --learner prints the environment to start the member with.
+    let mut joiner = cluster.new_joiner("m3", &["--snapshot-count=50", "--snapshot-catchup-entries=5"]);
+    let out = ctl.ok(&["member", "add", "m3", &format!("--peer-urls={}", joiner.peer_url()), "--learner"]);
+    let first = out.lines().next().unwrap();
+    let words: Vec<&str> = first.split_whitespace().collect();
+    assert_eq!((words[0], words[2], words[3], words[4]), ("Member", "added", "to", "cluster"), "{out}");
+    let new_id = words[1].to_string();
+    let cluster_id = words[5].to_string();
+    assert!(out.contains("\nETCD_NAME=\"m3\"\n"), "{out}");
+    assert!(out.contains(&format!("m3={}", joiner.peer_url())), "{out}");
+    assert!(out.contains(&format!("ETCD_INITIAL_ADVERTISE_PEER_URLS=\"{}\"", joiner.peer_url())), "{out}");
+    assert!(out.contains("ETCD_INITIAL_CLUSTER_STATE=\"existing\""), "{out}");
+    let unstarted = format!("{new_id}, unstarted, , {}, , true", joiner.peer_url());
+    assert!(member_lines(&ctl).contains(&unstarted), "{:?}", member_lines(&ctl));
+
+    joiner.spawn_only();
+    joiner.wait_health("/health?serializable=true");
+    let learner_ctl = Ctl { bin: etcdctl.clone(), endpoint: joiner.endpoint() };
+    let started = format!("{new_id}, started, m3, {}, {}, true", joiner.peer_url(), joiner.endpoint());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let caught_up = learner_ctl.run(&["get", "before-join/", "--prefix", "--keys-only", "--consistency=s", "-w", "json"]);
+        let count = serde_json::from_str::<Value>(&caught_up.stdout).ok().and_then(|j| j["count"].as_u64());
+        if member_lines(&ctl).contains(&started) && count == Some(120) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "learner did not join and catch up: {:?} {caught_up:?}", member_lines(&ctl));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(joiner.logs().contains("installed snapshot"), "learner did not catch up by snapshot");
+    assert_eq!(learner_ctl.err(&["put", "x", "y"]), "Error: etcdserver: rpc not supported for learner\n");
+
+    assert_eq!(ctl.ok(&["member", "promote", &new_id]), format!("Member {new_id} promoted in cluster {cluster_id}\n"));
+    assert_eq!(ctl.err(&["member", "promote", &new_id]), "Error: etcdserver: can only promote a learner member\n");
+    assert!(member_lines(&ctl).contains(&started.replace(", true", ", false")));
+    assert_eq!(ctl.ok(&["member", "remove", &new_id]), format!("Member {new_id} removed from cluster {cluster_id}\n"));
+    assert_eq!(ctl.err(&["member", "remove", &new_id]), "Error: etcdserver: member not found\n");
+    assert_eq!(member_lines(&ctl), want);
+    ctl.put("after-remove", "v");
+    drop(joiner);
+    cluster.members.truncate(3);
 }

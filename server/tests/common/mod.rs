@@ -15,6 +15,12 @@ pub struct Cairn {
     /// Kept alive for the data dir and logs; removed on drop.
     pub tmp: tempfile::TempDir,
     pub port: u16,
+    /// Peer (Raft) port. A single member keeps etcd's default advertised
+    /// peer URL (so its ids are etcd's defaults) and only listens here.
+    pub peer_port: u16,
+    pub name: String,
+    /// Cluster flags (`--initial-cluster*`, `--initial-advertise-peer-urls`) for a cluster member.
+    pub cluster_args: Vec<String>,
     pub extra_args: Vec<String>,
     restarts: usize,
 }
@@ -34,12 +40,28 @@ impl Cairn {
             child: None,
             tmp,
             port: free_port(),
+            peer_port: free_port(),
+            name: "default".into(),
+            cluster_args: Vec::new(),
             extra_args: args.iter().map(|s| s.to_string()).collect(),
             restarts: 0,
         };
         c.spawn();
         c.wait_ready();
         c
+    }
+
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+
+    /// Whether the process is running (not killed or stopped by the test).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -56,9 +78,12 @@ impl Cairn {
 
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_cairn"));
-        cmd.arg(format!("--data-dir={}", self.data_dir().display()))
+        cmd.arg(format!("--name={}", self.name))
+            .arg(format!("--data-dir={}", self.data_dir().display()))
             .arg(format!("--listen-client-urls={}", self.endpoint()))
             .arg(format!("--advertise-client-urls={}", self.endpoint()))
+            .arg(format!("--listen-peer-urls={}", self.peer_url()))
+            .args(&self.cluster_args)
             .args(&self.extra_args);
         cmd
     }
@@ -80,12 +105,17 @@ impl Cairn {
     }
 
     fn wait_ready(&mut self) {
+        self.wait_health("/health");
+    }
+
+    /// Waits until `path` answers 200 (e.g. `/health`, which needs a leader).
+    pub fn wait_health(&mut self, path: &str) {
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("cairn exited during start-up with {status}:\n{}", self.logs());
             }
-            if let Ok((200, _)) = http_get(self.port, "/health") {
+            if let Ok((200, _)) = http_get(self.port, path) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -93,7 +123,15 @@ impl Cairn {
         panic!("cairn not healthy within {START_TIMEOUT:?}:\n{}", self.logs());
     }
 
+    /// Starts the process without waiting for it to be healthy.
+    pub fn spawn_only(&mut self) {
+        assert!(self.child.is_none(), "stop it first");
+        self.restarts += 1;
+        self.spawn();
+    }
+
     /// SIGKILL: no flush, no graceful anything.
+    /// (See [`Cluster`] for several members.)
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -184,4 +222,73 @@ pub fn seed(test: &str) -> u64 {
         .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
     eprintln!("{test}: seed {seed} (set CAIRN_TEST_SEED={seed} to replay)");
     seed
+}
+
+/// A cluster of real `cairn` processes on loopback, one temp dir each.
+pub struct Cluster {
+    pub members: Vec<Cairn>,
+    pub initial_cluster: String,
+}
+
+impl Cluster {
+    /// Starts `n` members of a new cluster with `args` each, and waits until
+    /// every one is healthy (has a leader and serves reads).
+    pub fn start(n: usize, args: &[&str]) -> Cluster {
+        let mut members = Vec::new();
+        for i in 0..n {
+            let tmp = tempfile::Builder::new().prefix("cairn-cluster-").tempdir().unwrap();
+            members.push(Cairn {
+                child: None,
+                tmp,
+                port: free_port(),
+                peer_port: free_port(),
+                name: format!("m{i}"),
+                cluster_args: Vec::new(),
+                extra_args: args.iter().map(|s| s.to_string()).collect(),
+                restarts: 0,
+            });
+        }
+        let initial_cluster =
+            members.iter().map(|m| format!("{}={}", m.name, m.peer_url())).collect::<Vec<_>>().join(",");
+        for m in &mut members {
+            m.cluster_args = vec![
+                format!("--initial-advertise-peer-urls={}", m.peer_url()),
+                format!("--initial-cluster={initial_cluster}"),
+                "--initial-cluster-state=new".into(),
+                "--initial-cluster-token=cairn-test".into(),
+            ];
+            m.spawn();
+        }
+        for m in &mut members {
+            m.wait_ready();
+        }
+        Cluster { members, initial_cluster }
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().filter(|m| m.is_running()).map(|m| m.endpoint()).collect()
+    }
+
+    /// A member that joins with `--initial-cluster-state existing` (after
+    /// `member add`); not started.
+    pub fn new_joiner(&self, name: &str, args: &[&str]) -> Cairn {
+        let tmp = tempfile::Builder::new().prefix("cairn-cluster-").tempdir().unwrap();
+        let mut m = Cairn {
+            child: None,
+            tmp,
+            port: free_port(),
+            peer_port: free_port(),
+            name: name.into(),
+            cluster_args: Vec::new(),
+            extra_args: args.iter().map(|s| s.to_string()).collect(),
+            restarts: 0,
+        };
+        m.cluster_args = vec![
+            format!("--initial-advertise-peer-urls={}", m.peer_url()),
+            format!("--initial-cluster={},{}={}", self.initial_cluster, name, m.peer_url()),
+            "--initial-cluster-state=existing".into(),
+            "--initial-cluster-token=cairn-test".into(),
+        ];
+        m
+    }
 }

@@ -1,0 +1,445 @@
+//! Multi-member clusters of real `cairn` processes on loopback: replication
+//! through every member, leader failure under load, whole-cluster restart,
+//! snapshot catch-up, quorum loss, learners and linearizable reads.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::Cluster;
+use etcd_client::{Client, ConnectOptions, GetOptions, MemberAddOptions};
+
+fn opts() -> Option<ConnectOptions> {
+    Some(ConnectOptions::new().with_connect_timeout(Duration::from_secs(2)).with_timeout(Duration::from_secs(15)))
+}
+
+async fn connect(endpoint: &str) -> Client {
+    Client::connect([endpoint], opts()).await.expect("connect")
+}
+
+/// The leader id as each running member reports it, once they all agree.
+async fn agreed_leader(cluster: &Cluster, within: Duration) -> u64 {
+    agreed_leader_other_than(cluster, within, 0).await
+}
+
+/// As [`agreed_leader`], for a leader other than `old`.
+async fn agreed_leader_other_than(cluster: &Cluster, within: Duration, old: u64) -> u64 {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut leaders = Vec::new();
+        for ep in cluster.endpoints() {
+            if let Ok(mut c) = Client::connect([ep], opts()).await {
+                if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(2), c.status()).await {
+                    leaders.push(s.leader());
+                }
+            }
+        }
+        if leaders.len() == cluster.endpoints().len()
+            && leaders[0] != 0
+            && leaders[0] != old
+            && leaders.iter().all(|l| *l == leaders[0])
+        {
+            return leaders[0];
+        }
+        assert!(Instant::now() < deadline, "members do not agree on a leader: {leaders:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Index into `cluster.members` of the member with id `id`.
+async fn member_index(cluster: &Cluster, id: u64) -> usize {
+    for (i, m) in cluster.members.iter().enumerate() {
+        if !m.is_running() {
+            continue;
+        }
+        let mut c = connect(&m.endpoint()).await;
+        if c.status().await.unwrap().header().unwrap().member_id() == id {
+            return i;
+        }
+    }
+    panic!("no running member has id {id:x}");
+}
+
+/// Every key under `prefix` with its value and mod revision, read
+/// serializably from one member.
+async fn dump(endpoint: &str, prefix: &str) -> BTreeMap<String, (String, i64)> {
+    let mut c = connect(endpoint).await;
+    let r = c.get(prefix, Some(GetOptions::new().with_prefix().with_serializable())).await.unwrap();
+    r.kvs()
+        .iter()
+        .map(|kv| (kv.key_str().unwrap().to_string(), (kv.value_str().unwrap().to_string(), kv.mod_revision())))
+        .collect()
+}
+
+/// Waits until every running member has applied as far as the first one
+/// (by revision), then returns each member's dump.
+async fn converged(cluster: &Cluster, prefix: &str) -> Vec<BTreeMap<String, (String, i64)>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut revs = Vec::new();
+        for ep in cluster.endpoints() {
+            let mut c = connect(&ep).await;
+            let r = c.get("\0", Some(GetOptions::new().with_serializable().with_count_only())).await.unwrap();
+            revs.push(r.header().unwrap().revision());
+        }
+        if revs.iter().all(|r| *r == revs[0]) {
+            let mut dumps = Vec::new();
+            for ep in cluster.endpoints() {
+                dumps.push(dump(&ep, prefix).await);
+            }
+            return dumps;
+        }
+        assert!(Instant::now() < deadline, "members did not converge: revisions {revs:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_members_replicate_writes_from_every_member() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = agreed_leader(&cluster, Duration::from_secs(10)).await;
+    let mut revs = Vec::new();
+    for (i, ep) in cluster.endpoints().iter().enumerate() {
+        let mut c = connect(ep).await;
+        let r = c.put(format!("k{i}"), format!("v{i}"), None).await.unwrap();
+        let h = r.header().unwrap();
+        assert!(h.raft_term() >= 1);
+        revs.push(h.revision());
+        // A linearizable read on the member that took the write sees it.
+        let g = c.get(format!("k{i}"), None).await.unwrap();
+        assert_eq!(g.kvs()[0].value_str().unwrap(), format!("v{i}"));
+    }
+    assert!(revs.windows(2).all(|w| w[1] == w[0] + 1), "revisions {revs:?}");
+    // Every member answers linearizable reads with every write.
+    for ep in cluster.endpoints() {
+        let mut c = connect(&ep).await;
+        let g = c.get("k", Some(GetOptions::new().with_prefix())).await.unwrap();
+        assert_eq!(g.count(), 3, "{ep}");
+        let s = c.status().await.unwrap();
+        assert_eq!(s.leader(), leader);
+        assert!(s.raft_index() >= 4 && s.raft_term() >= 1);
+    }
+    // Members list each other with the names and client URLs they published.
+    let mut c = connect(&cluster.endpoints()[0]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = c.member_list().await.unwrap();
+        let mut seen: Vec<(String, Vec<String>)> =
+            list.members().iter().map(|m| (m.name().to_string(), m.client_urls().to_vec())).collect();
+        seen.sort();
+        let mut want: Vec<(String, Vec<String>)> =
+            cluster.members.iter().map(|m| (m.name.clone(), vec![m.endpoint()])).collect();
+        want.sort();
+        if seen == want {
+            assert!(list.members().iter().all(|m| !m.is_learner()));
+            break;
+        }
+        assert!(Instant::now() < deadline, "member list {seen:?}, want {want:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Writers on every member; the leader is killed with -9 mid-load; a new
+/// leader appears within a few election timeouts and every acknowledged
+/// write is on every member afterwards (including the restarted one).
+async fn leader_kill_under_load(n: usize, rounds: usize) {
+    let seed = common::seed("leader_kill_under_load");
+    let mut cluster = Cluster::start(n, &[]);
+    let acked: Arc<Mutex<BTreeMap<String, (String, i64)>>> = Arc::default();
+    let counter = Arc::new(AtomicU64::new(0));
+    for round in 0..rounds {
+        let leader = agreed_leader(&cluster, Duration::from_secs(15)).await;
+        let victim = member_index(&cluster, leader).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for (w, ep) in cluster.endpoints().into_iter().enumerate() {
+            for sub in 0..2 {
+                let (acked, stop, counter) = (acked.clone(), stop.clone(), counter.clone());
+                let ep = ep.clone();
+                tasks.push(tokio::spawn(async move {
+                    let Ok(mut c) = Client::connect([ep], opts()).await else { return };
+                    while !stop.load(Ordering::Relaxed) {
+                        let i = counter.fetch_add(1, Ordering::Relaxed);
+                        let key = format!("load/w{w}-{sub}/k{}", (i + seed) % 40);
+                        let value = format!("r{round}-{i}");
+                        let put = tokio::time::timeout(Duration::from_secs(10), c.put(key.clone(), value.clone(), None));
+                        if let Ok(Ok(resp)) = put.await {
+                            let rev = resp.header().unwrap().revision();
+                            let mut a = acked.lock().unwrap();
+                            // Keep the newest acknowledged write per key.
+                            if a.get(&key).is_none_or(|(_, r)| *r < rev) {
+                                a.insert(key, (value, rev));
+                            }
+                        }
+                    }
+                }));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500 + seed % 500)).await;
+        let killed_at = Instant::now();
+        cluster.members[victim].kill9();
+        // A new leader among the survivors.
+        let new_leader = agreed_leader_other_than(&cluster, Duration::from_secs(10), leader).await;
+        let took = killed_at.elapsed();
+        eprintln!("round {round}: new leader {new_leader:x} {took:?} after killing {leader:x}");
+        assert!(took < Duration::from_secs(8), "no new leader within 8 s: {took:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stop.store(true, Ordering::Relaxed);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        cluster.members[victim].restart();
+    }
+    let want = acked.lock().unwrap().clone();
+    assert!(want.len() > 20, "too few acknowledged writes: {}", want.len());
+    let dumps = converged(&cluster, "load/").await;
+    for (m, d) in dumps.iter().enumerate() {
+        for (k, (v, rev)) in &want {
+            let (sv, srev) = d.get(k).unwrap_or_else(|| panic!("member {m}: acknowledged key {k} missing"));
+            assert!(srev >= rev, "member {m}: {k} at revision {srev}, acknowledged at {rev}");
+            if srev == rev {
+                assert_eq!(sv, v, "member {m}: {k}");
+            }
+        }
+        assert_eq!(d, &dumps[0], "member {m} differs from member 0");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_members_survive_repeated_leader_kill_9() {
+    leader_kill_under_load(3, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn five_members_survive_leader_kill_9() {
+    leader_kill_under_load(5, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_all_and_restart_loses_nothing() {
+    let mut cluster = Cluster::start(3, &[]);
+    let mut acked = BTreeMap::new();
+    let mut last_rev = 0;
+    for round in 0..2 {
+        for (i, ep) in cluster.endpoints().iter().enumerate() {
+            let mut c = connect(ep).await;
+            for j in 0..20 {
+                let key = format!("all/{round}/{i}/{j}");
+                let r = c.put(key.clone(), format!("v{j}"), None).await.unwrap();
+                let rev = r.header().unwrap().revision();
+                assert!(rev > last_rev, "revision went from {last_rev} to {rev}");
+                last_rev = rev;
+                acked.insert(key, (format!("v{j}"), rev));
+            }
+        }
+        for m in &mut cluster.members {
+            m.kill9();
+        }
+        for m in &mut cluster.members {
+            m.spawn_only();
+        }
+        for m in &mut cluster.members {
+            m.wait_health("/health");
+        }
+        let dumps = converged(&cluster, "all/").await;
+        for d in &dumps {
+            assert_eq!(d, &acked);
+        }
+        // Revisions continue after the restart.
+        let mut c = connect(&cluster.endpoints()[0]).await;
+        let r = c.put("all/after", "x", None).await.unwrap();
+        assert_eq!(r.header().unwrap().revision(), last_rev + 1);
+        last_rev += 1;
+        acked.insert("all/after".into(), ("x".into(), last_rev));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killed_follower_catches_up_by_snapshot() {
+    let args = ["--snapshot-count=200", "--snapshot-catchup-entries=20"];
+    let mut cluster = Cluster::start(3, &args);
+    let leader = agreed_leader(&cluster, Duration::from_secs(10)).await;
+    let leader_idx = member_index(&cluster, leader).await;
+    let follower = (leader_idx + 1) % 3;
+    cluster.members[follower].kill9();
+    let mut c = connect(&cluster.members[leader_idx].endpoint()).await;
+    for i in 0..1500 {
+        c.put(format!("snap/{:04}", i % 700), format!("v{i}"), None).await.unwrap();
+    }
+    let rev = c.put("snap/last", "x", None).await.unwrap().header().unwrap().revision();
+    c.compact(rev - 100, None).await.unwrap();
+    cluster.members[follower].restart();
+    let dumps = converged(&cluster, "snap/").await;
+    assert_eq!(dumps[0].len(), 701);
+    for d in &dumps {
+        assert_eq!(d, &dumps[0]);
+    }
+    let logs = cluster.members[follower].logs();
+    assert!(logs.contains("installed snapshot"), "follower did not install a snapshot:\n{logs}");
+    // Same history and compaction on the caught-up member: equal hashes.
+    let mut hashes = Vec::new();
+    for ep in cluster.endpoints() {
+        let mut m = connect(&ep).await;
+        let h = m.hash_kv(rev).await.unwrap();
+        hashes.push((h.hash(), h.compact_version()));
+    }
+    assert!(hashes.iter().all(|h| *h == hashes[0]), "hashes differ: {hashes:?}");
+    assert_eq!(hashes[0].1, rev - 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_quorum_requests_fail_within_bounds() {
+    let mut cluster = Cluster::start(3, &["--heartbeat-interval=50", "--election-timeout=500"]);
+    agreed_leader(&cluster, Duration::from_secs(10)).await;
+    cluster.members[1].kill9();
+    cluster.members[2].kill9();
+    let mut c = connect(&cluster.members[0].endpoint()).await;
+    let started = Instant::now();
+    let err = c.put("q", "v", None).await.unwrap_err().to_string();
+    let took = started.elapsed();
+    assert!(err.contains("etcdserver: request timed out") || err.contains("etcdserver: no leader"), "{err}");
+    assert!(took < Duration::from_secs(12), "put took {took:?}");
+    let err = c.get("q", None).await.unwrap_err().to_string();
+    assert!(err.contains("etcdserver: request timed out") || err.contains("etcdserver: no leader"), "{err}");
+    // Serializable reads are answered locally.
+    let r = c.get("q", Some(GetOptions::new().with_serializable())).await.unwrap();
+    assert_eq!(r.count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn learner_joins_catches_up_and_is_promoted() {
+    let args = ["--snapshot-count=100", "--snapshot-catchup-entries=10"];
+    let mut cluster = Cluster::start(3, &args);
+    let mut c = connect(&cluster.endpoints()[0]).await;
+    for i in 0..400 {
+        c.put(format!("l/{i}"), "v", None).await.unwrap();
+    }
+    let mut joiner = cluster.new_joiner("m3", &args);
+    let added = c.member_add([joiner.peer_url()], Some(MemberAddOptions::new().with_is_learner())).await.unwrap();
+    let new_id = added.member().unwrap().id();
+    assert!(added.member().unwrap().is_learner());
+    assert_eq!(added.member_list().len(), 4);
+    // A second learner is refused, as in etcd 3.5.
+    let err = c
+        .member_add(["http://127.0.0.1:1".to_string()], Some(MemberAddOptions::new().with_is_learner()))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("etcdserver: too many learner members in cluster"), "{err}");
+    joiner.spawn_only();
+    joiner.wait_health("/health?serializable=true");
+    // The learner refuses writes and linearizable reads, answers serializable ones.
+    let mut l = connect(&joiner.endpoint()).await;
+    let err = l.put("x", "y", None).await.unwrap_err().to_string();
+    assert!(err.contains("etcdserver: rpc not supported for learner"), "{err}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = l.get("l/", Some(GetOptions::new().with_prefix().with_serializable().with_count_only())).await.unwrap();
+        if r.count() == 400 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "learner has {} of 400 keys", r.count());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(joiner.logs().contains("installed snapshot"), "learner did not catch up by snapshot:\n{}", joiner.logs());
+    assert!(l.status().await.unwrap().is_learner());
+    let promoted = c.member_promote(new_id).await.unwrap();
+    assert!(promoted.members().iter().all(|m| !m.is_learner()));
+    let err = c.member_promote(new_id).await.unwrap_err().to_string();
+    assert!(err.contains("etcdserver: can only promote a learner member"), "{err}");
+    // Now a voter: it takes writes.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match l.put("after-promote", "v", None).await {
+            Ok(_) => break,
+            Err(e) => assert!(Instant::now() < deadline, "promoted member refuses writes: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Remove it again; the remaining three keep serving.
+    let removed = c.member_remove(new_id).await.unwrap();
+    assert_eq!(removed.members().len(), 3);
+    let err = c.member_remove(new_id).await.unwrap_err().to_string();
+    assert!(err.contains("etcdserver: member not found"), "{err}");
+    c.put("after-remove", "v", None).await.unwrap();
+    drop(joiner);
+    cluster.members.truncate(3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn move_leader_hands_over_leadership() {
+    let cluster = Cluster::start(3, &[]);
+    let leader = agreed_leader(&cluster, Duration::from_secs(10)).await;
+    let leader_idx = member_index(&cluster, leader).await;
+    let target_idx = (leader_idx + 1) % 3;
+    let mut t = connect(&cluster.members[target_idx].endpoint()).await;
+    let target = t.status().await.unwrap().header().unwrap().member_id();
+    // Only the leader can move leadership.
+    let err = t.move_leader(target).await.unwrap_err().to_string();
+    assert!(err.contains("etcdserver: not leader"), "{err}");
+    let mut l = connect(&cluster.members[leader_idx].endpoint()).await;
+    let err = l.move_leader(12345).await.unwrap_err().to_string();
+    assert!(err.contains("etcdserver: bad leader transferee"), "{err}");
+    l.move_leader(target).await.unwrap();
+    assert_eq!(agreed_leader(&cluster, Duration::from_secs(10)).await, target);
+    l.put("moved", "v", None).await.unwrap();
+}
+
+/// Linearizability smoke test: writers increment per-key counters through
+/// every member; a linearizable read, through any member, never returns a
+/// value older than one acknowledged before the read started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn linearizable_reads_never_go_back_in_time() {
+    let seed = common::seed("linearizable_reads_never_go_back_in_time");
+    let cluster = Cluster::start(3, &[]);
+    let endpoints = cluster.endpoints();
+    const KEYS: usize = 4;
+    // Highest value acknowledged per key.
+    let acked: Arc<Vec<AtomicU64>> = Arc::new((0..KEYS).map(|_| AtomicU64::new(0)).collect());
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for k in 0..KEYS {
+        let (acked, stop, ep) = (acked.clone(), stop.clone(), endpoints[k % endpoints.len()].clone());
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::connect([ep], opts()).await.unwrap();
+            let mut v = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                v += 1;
+                c.put(format!("lin/{k}"), format!("{v:012}"), None).await.unwrap();
+                acked[k].fetch_max(v, Ordering::SeqCst);
+            }
+        }));
+    }
+    let mut reads = 0u64;
+    let mut readers = Vec::new();
+    for r in 0..6usize {
+        let (acked, stop, ep) = (acked.clone(), stop.clone(), endpoints[(r + seed as usize) % endpoints.len()].clone());
+        readers.push(tokio::spawn(async move {
+            let mut c = Client::connect([ep], opts()).await.unwrap();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let k = (n as usize + r) % KEYS;
+                let floor = acked[k].load(Ordering::SeqCst);
+                let got = c.get(format!("lin/{k}"), None).await.unwrap();
+                let value: u64 = got.kvs().first().map_or(0, |kv| kv.value_str().unwrap().parse().unwrap());
+                assert!(value >= floor, "read lin/{k} = {value} after {floor} was acknowledged");
+                n += 1;
+            }
+            n
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for r in readers {
+        reads += r.await.unwrap();
+    }
+    let writes: u64 = acked.iter().map(|a| a.load(Ordering::SeqCst)).sum();
+    eprintln!("{writes} writes, {reads} linearizable reads checked");
+    assert!(writes > 50 && reads > 50, "{writes} writes, {reads} reads");
+}
