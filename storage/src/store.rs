@@ -20,7 +20,7 @@ use cairn_api::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
     PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
-use cairn_api::mvccpb::{Event, KeyValue};
+use cairn_api::mvccpb::{event::EventType, Event, KeyValue};
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
 use crate::dedup::{Decision, Dedup};
@@ -480,6 +480,63 @@ impl Store {
             return Err(StorageError::Compacted);
         }
         Ok((hasher.finalize(), compacted, at))
+    }
+
+    /// The change history from revision `from` on, for watchers catching up:
+    /// every event of revisions `from..=to` (`to` capped at the current
+    /// revision), in revision order, but stopping after `max_revisions`
+    /// whole revisions or once `max_bytes` of records were read (never
+    /// inside a revision). Returns the events and the first revision not
+    /// included. Events carry no `prev_kv` (watchers that want it read it at
+    /// `mod_revision - 1`).
+    ///
+    /// `Compacted` if `from` is below the compaction revision, checked again
+    /// after the scan, so physical compaction racing the scan cannot remove
+    /// part of what was returned.
+    pub fn history(&self, from: i64, to: i64, max_revisions: usize, max_bytes: usize) -> Result<(Vec<Event>, i64), StorageError> {
+        self.check_usable()?;
+        let _contents = self.contents.read();
+        let to = to.min(self.current_revision());
+        if from < self.compact_revision() {
+            return Err(StorageError::Compacted);
+        }
+        let mut events = Vec::new();
+        let mut next = from.max(1);
+        if next > to {
+            return Ok((events, next));
+        }
+        let (mut revisions, mut bytes, mut current_main) = (0usize, 0usize, None);
+        let start = Revision::new(next, 0).to_key();
+        let end = Revision::new(to + 1, 0).to_key();
+        self.engine.scan(Keyspace::Kv, &start, Some(&end), &mut |k, v| {
+            let r = Revision::from_key(k)
+                .ok_or_else(|| StorageError::Corruption(format!("malformed revision key {k:02x?}")))?;
+            if current_main != Some(r.main) {
+                if revisions >= max_revisions.max(1) || (revisions > 0 && bytes >= max_bytes) {
+                    return Ok(Scan::Stop);
+                }
+                revisions += 1;
+                current_main = Some(r.main);
+            }
+            bytes += k.len() + v.len();
+            let rec = KvRecord::decode(k, v)?;
+            let r#type = match rec.kind {
+                RecordKind::Put => EventType::Put,
+                RecordKind::Tombstone => EventType::Delete,
+            };
+            events.push(Event { r#type: r#type as i32, kv: Some(rec.kv), prev_kv: None });
+            next = r.main + 1;
+            Ok(Scan::Continue)
+        })?;
+        if current_main.is_none() || revisions < max_revisions.max(1) && bytes < max_bytes {
+            // Nothing more below `to`: revisions without records (request
+            // errors, compactions) are skipped too.
+            next = to + 1;
+        }
+        if from < self.compact_revision() {
+            return Err(StorageError::Compacted);
+        }
+        Ok((events, next))
     }
 
     /// Rewrites the engine's files to reclaim space (etcd's Defragment).
