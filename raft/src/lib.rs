@@ -79,9 +79,9 @@ pub mod types;
 
 pub use error::LogStoreError;
 pub use log_store::{RocksLogReader, RocksLogStore};
-pub use network::{CairnRaft, PeerClient, PeerNetwork, RaftPeerService, SnapshotData};
+pub use network::{CairnRaft, LeaderContact, PeerClient, PeerNetwork, RaftPeerService, SnapshotData};
 pub use node::{ClusterError, MemberInfo, NodeConfig, RaftNode, RaftStatus};
-pub use state_machine::{SnapshotFile, StateMachine};
+pub use state_machine::{ApplyObserver, SnapshotFile, StateMachine};
 /// The pinned openraft, for the few places outside this crate (and its
 /// tests) that need an openraft item directly.
 pub use openraft;

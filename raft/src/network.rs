@@ -100,6 +100,36 @@ pub use pb::{RaftMessage, SnapshotChunk};
 /// `RaftStateMachine::SnapshotData`.
 pub type SnapshotData = SnapshotFile;
 
+/// When this node last heard from a leader (an AppendEntries it answered).
+/// openraft keeps a follower's `current_leader` until a new leader is
+/// elected, which never happens without a quorum; this tells whether that
+/// leader is still alive, as etcd's follower forgets its leader when its
+/// election timeout fires.
+#[derive(Debug)]
+pub struct LeaderContact {
+    start: std::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Default for LeaderContact {
+    fn default() -> Self {
+        Self { start: std::time::Instant::now(), last_ms: std::sync::atomic::AtomicU64::new(u64::MAX) }
+    }
+}
+
+impl LeaderContact {
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Time since the last contact; `None` if there was none.
+    pub fn since(&self) -> Option<Duration> {
+        let last = self.last_ms.load(std::sync::atomic::Ordering::Relaxed);
+        (last != u64::MAX).then(|| self.start.elapsed().saturating_sub(Duration::from_millis(last)))
+    }
+}
+
 /// Cairn's Raft instance.
 pub type CairnRaft = Raft<TypeConfig, StateMachine>;
 
@@ -154,6 +184,8 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Error> {
 pub struct RaftPeerService {
     id: NodeId,
     raft: CairnRaft,
+    /// Set on every AppendEntries (heartbeats included) a leader sends us.
+    leader_contact: Option<std::sync::Arc<LeaderContact>>,
     /// Where received snapshots are spooled (the state machine's snapshot dir).
     snapshot_dir: PathBuf,
     forward: Option<std::sync::Arc<dyn ForwardHandler>>,
@@ -169,7 +201,13 @@ impl RaftPeerService {
         snapshot_dir: PathBuf,
         forward: Option<std::sync::Arc<dyn ForwardHandler>>,
     ) -> Self {
-        Self { id, raft, snapshot_dir, forward }
+        Self { id, raft, snapshot_dir, forward, leader_contact: None }
+    }
+
+    /// Records the time of each AppendEntries received in `contact`.
+    pub fn with_leader_contact(mut self, contact: std::sync::Arc<LeaderContact>) -> Self {
+        self.leader_contact = Some(contact);
+        self
     }
 
     /// Wraps the service for a tonic `Server`, with the message size limits.
@@ -221,7 +259,11 @@ impl pb::raft_server::Raft for RaftPeerService {
         req: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = self.request(req.get_ref())?;
-        self.reply(&self.raft.append_entries(rpc).await)
+        let result = self.raft.append_entries(rpc).await;
+        if let (Some(contact), Ok(_)) = (&self.leader_contact, &result) {
+            contact.touch();
+        }
+        self.reply(&result)
     }
 
     async fn snapshot(

@@ -38,14 +38,14 @@ use std::time::Duration;
 use cairn_storage::{StorageError, Store, WriteRequest, WriteResponse};
 use openraft::errors::{ChangeMembershipError, ClientWriteError, LinearizableReadError, RaftError};
 use openraft::async_runtime::watch::WatchReceiver;
-use openraft::{ChangeMembers, Config, ReadPolicy, SnapshotPolicy};
+use openraft::{ChangeMembers, Config, Instant as _, ReadPolicy, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::time::Instant;
 
 use crate::log_store::RocksLogStore;
-use crate::network::{CairnRaft, ForwardHandler, PeerNetwork, RaftPeerService, RaftServer};
-use crate::state_machine::StateMachine;
+use crate::network::{CairnRaft, ForwardHandler, LeaderContact, PeerNetwork, RaftPeerService, RaftServer};
+use crate::state_machine::{ApplyObserver, StateMachine};
 use crate::types::{Member, NodeId, RaftRequest, RaftResponse};
 
 /// How a member is set up; mostly etcd's flags.
@@ -176,6 +176,7 @@ struct Inner {
     raft: CairnRaft,
     network: PeerNetwork,
     store: Arc<Store>,
+    leader_contact: Arc<LeaderContact>,
 }
 
 fn fatal<E: std::fmt::Display>(e: E) -> ClusterError {
@@ -187,7 +188,11 @@ impl RaftNode {
     /// starts Raft. The node serves nothing until its peer service is
     /// mounted ([`RaftNode::peer_service`]) and, for a new cluster,
     /// [`RaftNode::bootstrap`] is called.
-    pub async fn start(cfg: NodeConfig, store: Arc<Store>) -> Result<RaftNode, ClusterError> {
+    pub async fn start(
+        cfg: NodeConfig,
+        store: Arc<Store>,
+        observer: Option<Arc<dyn ApplyObserver>>,
+    ) -> Result<RaftNode, ClusterError> {
         let heartbeat = cfg.heartbeat.as_millis().max(1) as u64;
         let election = (cfg.election.as_millis() as u64).max(heartbeat * 2);
         // Leave room for the RPC envelope under the peer message limit.
@@ -207,16 +212,21 @@ impl RaftNode {
         };
         let config = Arc::new(config.validate().map_err(fatal)?);
         let log_store = RocksLogStore::open(&cfg.log_dir).map_err(fatal)?;
-        let sm = StateMachine::open(store.clone(), cfg.snapshot_dir.clone()).map_err(fatal)?;
+        let mut sm = StateMachine::open(store.clone(), cfg.snapshot_dir.clone()).map_err(fatal)?;
+        if let Some(observer) = observer {
+            sm = sm.with_observer(observer);
+        }
         let network = PeerNetwork::new(cfg.id);
         let raft = CairnRaft::new(cfg.id, config, network.clone(), log_store, sm).await.map_err(fatal)?;
-        Ok(RaftNode { inner: Arc::new(Inner { cfg, raft, network, store }) })
+        let leader_contact = Arc::default();
+        Ok(RaftNode { inner: Arc::new(Inner { cfg, raft, network, store, leader_contact }) })
     }
 
     /// The `cairnraftpb.Raft` service to mount on the peer listener.
     pub fn peer_service(&self) -> RaftServer<RaftPeerService> {
         let handler: Arc<dyn ForwardHandler> = Arc::new(self.clone());
         RaftPeerService::new(self.id(), self.inner.raft.clone(), self.inner.cfg.snapshot_dir.clone(), Some(handler))
+            .with_leader_contact(self.inner.leader_contact.clone())
             .into_server()
     }
 
@@ -278,8 +288,21 @@ impl RaftNode {
         // learner, or a joining member that has not caught up — serves only
         // what a learner may.
         let is_learner = !m.membership_config.membership().voter_ids().any(|id| id == self.id());
+        // A leader counts only while it is in touch with a quorum (leader:
+        // acknowledged within the longest election timeout; follower: heard
+        // from it within that time), as etcd's raft forgets a leader when
+        // its election timer fires.
+        let lease = self.inner.cfg.election * 2;
+        let leader = match m.state {
+            ServerState::Leader => {
+                let acked = m.last_quorum_acked.as_ref().map(|t| t.elapsed());
+                let alone = m.membership_config.membership().voter_ids().count() == 1;
+                (alone || acked.is_some_and(|d| d < lease)).then_some(self.id())
+            }
+            _ => m.current_leader.filter(|_| self.inner.leader_contact.since().is_some_and(|d| d < lease)),
+        };
         RaftStatus {
-            leader: m.current_leader,
+            leader,
             term: m.current_term,
             last_log_index: m.last_log_index.unwrap_or(0),
             applied_index: m.last_applied.map_or(0, |l| l.index),

@@ -258,6 +258,9 @@ impl SnapshotDir {
     }
 }
 
+/// Per-entry responses, and (revision, events) of each change in order.
+type Applied = (Vec<RaftResponse>, Vec<(i64, Vec<cairn_api::mvccpb::Event>)>);
+
 /// Bounded memory of recent responses by request id, to answer a retried
 /// request that the store recognised as a duplicate.
 #[derive(Default)]
@@ -280,6 +283,18 @@ impl ResponseCache {
     }
 }
 
+/// Told about every change the state machine makes to the store (the watch
+/// hub). Called on the state machine's task, so implementations must be
+/// quick and must never block.
+pub trait ApplyObserver: Send + Sync + 'static {
+    /// `events` changed the store at `revision`; called once per revision
+    /// that changed keys, in increasing revision order, after the store
+    /// published it.
+    fn applied(&self, revision: i64, events: &[cairn_api::mvccpb::Event]);
+    /// The store's contents were replaced by a snapshot.
+    fn restored(&self);
+}
+
 /// Cairn's openraft state machine. Cheap to clone: clones share the store,
 /// the snapshot directory and the response cache.
 #[derive(Clone)]
@@ -287,6 +302,7 @@ pub struct StateMachine {
     store: Arc<Store>,
     snaps: SnapshotDir,
     responses: Arc<parking_lot::Mutex<ResponseCache>>,
+    observer: Option<Arc<dyn ApplyObserver>>,
 }
 
 impl StateMachine {
@@ -296,7 +312,14 @@ impl StateMachine {
             store,
             snaps: SnapshotDir::open(snap_dir)?,
             responses: Default::default(),
+            observer: None,
         })
+    }
+
+    /// Reports every applied change and restore to `observer`.
+    pub fn with_observer(mut self, observer: Arc<dyn ApplyObserver>) -> StateMachine {
+        self.observer = Some(observer);
+        self
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -319,8 +342,10 @@ impl StateMachine {
     }
 
     /// Applies entries on the blocking pool (RocksDB writes block).
-    fn apply_blocking(store: &Store, mut state: SmState, entries: &[openraft::alias::EntryOf<TypeConfig>]) -> io::Result<Vec<RaftResponse>> {
+    /// Returns each entry's response, and the changes (revision, events) in order.
+    fn apply_blocking(store: &Store, mut state: SmState, entries: &[openraft::alias::EntryOf<TypeConfig>]) -> io::Result<Applied> {
         let mut out = Vec::with_capacity(entries.len());
+        let mut changes = Vec::new();
         for entry in entries {
             state.last_applied = Some(entry.log_id);
             if let EntryPayload::Membership(m) = &entry.payload {
@@ -341,15 +366,20 @@ impl StateMachine {
                 .apply_entry(&LogEntry { index: entry.log_id.index + 1, request_id, request, raft_state: &raft_state })
                 .map_err(storage_io)?;
             out.push(match outcome {
-                EntryOutcome::Applied(a) => match a.result {
-                    Ok(resp) => RaftResponse::Written(resp.encode()),
-                    Err(e) => RaftResponse::Rejected(e.encode()),
-                },
+                EntryOutcome::Applied(a) => {
+                    if !a.events.is_empty() {
+                        changes.push((a.revision, a.events));
+                    }
+                    match a.result {
+                        Ok(resp) => RaftResponse::Written(resp.encode()),
+                        Err(e) => RaftResponse::Rejected(e.encode()),
+                    }
+                }
                 EntryOutcome::Duplicate { first_index } => RaftResponse::Duplicate { first_index },
                 EntryOutcome::NoRequest => RaftResponse::Empty,
             });
         }
-        Ok(out)
+        Ok((out, changes))
     }
 }
 
@@ -384,7 +414,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         })
         .await
         .map_err(io::Error::other)?;
-        let responses = responses?;
+        let (responses, changes) = responses?;
+        if let Some(observer) = &self.observer {
+            for (revision, events) in &changes {
+                observer.applied(*revision, events);
+            }
+        }
         let mut cache = self.responses.lock();
         for ((entry, responder), mut resp) in batch.iter().zip(responders).zip(responses) {
             let id = match &entry.payload {
@@ -430,7 +465,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             Ok(())
         })
         .await
-        .map_err(io::Error::other)?
+        .map_err(io::Error::other)??;
+        if let Some(observer) = &self.observer {
+            observer.restored();
+        }
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>>, io::Error> {

@@ -307,15 +307,24 @@ async fn a_new_learner_catches_up_from_a_multi_chunk_snapshot() {
         // Snapshot everything and purge the log, so a new node cannot be
         // fed from the log.
         let l = node(&nodes, leader);
-        l.raft.trigger().snapshot().await.unwrap();
-        l.raft
-            .wait(Some(WAIT))
-            .metrics(
-                |m| m.snapshot.is_some_and(|s| s.index >= last) && m.purged.is_some_and(|p| p.index >= last),
-                "leader snapshot and purge",
-            )
-            .await
-            .expect("leader snapshots and purges its log");
+        // A policy snapshot may be in progress, and openraft ignores a
+        // trigger while one is: trigger again until one covers `last`.
+        let deadline = Instant::now() + WAIT;
+        loop {
+            l.raft.trigger().snapshot().await.unwrap();
+            let done = l
+                .raft
+                .wait(Some(Duration::from_millis(500)))
+                .metrics(
+                    |m| m.snapshot.is_some_and(|s| s.index >= last) && m.purged.is_some_and(|p| p.index >= last),
+                    "leader snapshot and purge",
+                )
+                .await;
+            if done.is_ok() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "leader did not snapshot and purge to {last}: {done:?}");
+        }
         let snapshot_bytes = l.raft.get_snapshot().await.unwrap().expect("a snapshot").snapshot.len() as usize;
         assert!(
             snapshot_bytes > 2 * SNAPSHOT_CHUNK_SIZE,
