@@ -65,6 +65,10 @@ pub struct Config {
     #[arg(long, default_value_t = 10_000)]
     pub snapshot_count: u64,
 
+    /// Interval of progress notifications to idle watchers that asked for them (e.g. 10m).
+    #[arg(long, alias = "experimental-watch-progress-notify-interval", default_value = "10m", value_parser = parse_duration)]
+    pub watch_progress_notify_interval: Duration,
+
     /// Number of entries kept behind a snapshot for slow followers to catch up from.
     #[arg(long, alias = "experimental-snapshot-catchup-entries", default_value_t = 5000)]
     pub snapshot_catchup_entries: u64,
@@ -278,6 +282,7 @@ mod tests {
         assert_eq!(c.initial_cluster().unwrap(), vec![("default".to_string(), vec!["http://localhost:2380".to_string()])]);
         assert_eq!((c.heartbeat_interval, c.election_timeout), (100, 1000));
         assert_eq!(c.initial_cluster_state, "new");
+        assert_eq!(c.watch_progress_notify_interval, Duration::from_secs(600));
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod identity;
 mod ids;
 mod kv;
 mod maintenance;
+mod watch;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -20,11 +21,13 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use cairn_api::etcdserverpb::{
     cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
+    watch_server::WatchServer,
 };
 use cairn_raft::{Member, NodeConfig, RaftNode};
 use cairn_storage::{RocksEngine, Store, StoreConfig};
+use cairn_watch::{HubConfig, WatchHub};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::backend::Backend;
@@ -131,9 +134,10 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         log_dir: member_dir.join("raft"),
         snapshot_dir: member_dir.join("snap"),
     };
-    let node = RaftNode::start(node_cfg, store.clone()).await.context("cannot start raft")?;
+    let hub = WatchHub::new(store.clone(), HubConfig::default());
+    let node = RaftNode::start(node_cfg, store.clone(), Some(watch::observer(&hub))).await.context("cannot start raft")?;
 
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut peer_servers = Vec::new();
     for (url, listener) in peer_listeners {
         let service = node.peer_service();
@@ -160,7 +164,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
     let backend = Backend::new(node.clone(), cfg.max_request_bytes as usize);
     let mut servers = Vec::new();
     for (url, listener) in listeners {
-        let routes = grpc_routes(&backend, &cfg);
+        let routes = grpc_routes(&backend, &hub, &cfg);
         let mut stop = stop_rx.clone();
         tracing::info!(url = %url, "serving client requests");
         servers.push(tokio::spawn(async move {
@@ -204,6 +208,7 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         }
     }
     node.shutdown().await;
+    hub.shutdown();
     for s in &peer_servers {
         s.abort();
     }
@@ -278,19 +283,28 @@ async fn decide_identity(
     Ok((identity, members))
 }
 
-fn grpc_routes(backend: &Backend, cfg: &Config) -> tonic::service::Routes {
+fn grpc_routes(backend: &Backend, hub: &WatchHub, cfg: &Config) -> tonic::service::Routes {
     let max_decode = cfg.max_request_bytes as usize + GRPC_OVERHEAD_BYTES;
     let kv = KvServer::new(kv::KvService::new(backend.clone(), cfg.max_txn_ops as usize))
         .max_decoding_message_size(max_decode);
     let maintenance = MaintenanceServer::new(maintenance::MaintenanceService::new(backend.clone()))
         .max_decoding_message_size(max_decode);
     let cluster = ClusterServer::new(cluster::ClusterService::new(backend.clone())).max_decoding_message_size(max_decode);
+    let watch = WatchServer::new(watch::WatchService::new(
+        backend.clone(),
+        hub.clone(),
+        cfg.watch_progress_notify_interval,
+        max_decode,
+        Duration::from_millis(cfg.election_timeout),
+    ))
+    .max_decoding_message_size(max_decode);
     // Unknown gRPC methods (services not built yet) fall back to gRPC's
     // Unimplemented; the HTTP endpoints sit beside them on the same port.
     let grpc = tonic::service::Routes::default()
         .add_service(kv)
         .add_service(maintenance)
         .add_service(cluster)
+        .add_service(watch)
         .into_axum_router()
         .fallback(http::fallback);
     tonic::service::Routes::from(grpc.merge(http::router(backend.clone())))

@@ -346,7 +346,19 @@ async fn learner_joins_catches_up_and_is_promoted() {
     }
     assert!(joiner.logs().contains("installed snapshot"), "learner did not catch up by snapshot:\n{}", joiner.logs());
     assert!(l.status().await.unwrap().is_learner());
-    let promoted = c.member_promote(new_id).await.unwrap();
+    // Promotion waits until the leader sees the learner in sync (90%).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let promoted = loop {
+        match c.member_promote(new_id).await {
+            Ok(p) => break p,
+            Err(e) => {
+                let e = e.to_string();
+                assert!(e.contains("which is in sync with leader"), "{e}");
+                assert!(Instant::now() < deadline, "learner never in sync: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
     assert!(promoted.members().iter().all(|m| !m.is_learner()));
     let err = c.member_promote(new_id).await.unwrap_err().to_string();
     assert!(err.contains("etcdserver: can only promote a learner member"), "{err}");

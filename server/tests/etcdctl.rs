@@ -989,7 +989,19 @@ fn cluster_membership_commands() {
     assert!(joiner.logs().contains("installed snapshot"), "learner did not catch up by snapshot");
     assert_eq!(learner_ctl.err(&["put", "x", "y"]), "Error: etcdserver: rpc not supported for learner\n");
 
-    assert_eq!(ctl.ok(&["member", "promote", &new_id]), format!("Member {new_id} promoted in cluster {cluster_id}\n"));
+    // The leader promotes only once the learner's log is 90% of its own (as
+    // etcd): retry while it says so, as kubeadm does.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = ctl.run(&["member", "promote", &new_id]);
+        if out.success() {
+            assert_eq!(out.stdout, format!("Member {new_id} promoted in cluster {cluster_id}\n"));
+            break;
+        }
+        assert_eq!(out.errors(), "Error: etcdserver: can only promote a learner member which is in sync with leader\n");
+        assert!(Instant::now() < deadline, "learner never in sync");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert_eq!(ctl.err(&["member", "promote", &new_id]), "Error: etcdserver: can only promote a learner member\n");
     assert!(member_lines(&ctl).contains(&started.replace(", true", ", false")));
     assert_eq!(ctl.ok(&["member", "remove", &new_id]), format!("Member {new_id} removed from cluster {cluster_id}\n"));
@@ -998,4 +1010,96 @@ fn cluster_membership_commands() {
     ctl.put("after-remove", "v");
     drop(joiner);
     cluster.members.truncate(3);
+}
+
+/// A long-running `etcdctl watch …` whose stdout lines are collected as they
+/// come; killed on drop.
+struct Watching {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    stdin: Option<std::process::ChildStdin>,
+}
+
+impl Watching {
+    fn start(ctl: &Ctl, args: &[&str]) -> Watching {
+        let mut cmd = Command::new(&ctl.bin);
+        cmd.env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", ctl.endpoint))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().expect("spawn etcdctl watch");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stdin = child.stdin.take();
+        Watching { child, lines, stdin }
+    }
+
+    fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// The next `n` lines, waiting at most 10 s in all.
+    fn take(&self, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut out = Vec::new();
+        while out.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => out.push(l),
+                Err(_) => panic!("etcdctl watch printed only {out:?}, want {n} lines"),
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn watch_prefix_rev_prev_kv_and_interactive_progress() {
+    let Some(etcdctl) = common::require_tool("etcdctl") else { return };
+    let (_c, ctl) = start(&etcdctl);
+    ctl.put("w/a", "1"); // rev 2
+    ctl.put("w/b", "1"); // rev 3
+
+    // --rev replays history; --prefix selects the keys.
+    let hist = Watching::start(&ctl, &["watch", "w/", "--prefix", "--rev=2"]);
+    assert_eq!(hist.take(6), ["PUT", "w/a", "1", "PUT", "w/b", "1"]);
+
+    // Live events with --prev-kv: the previous pair comes before the new one;
+    // a delete prints the key with an empty value.
+    let live = Watching::start(&ctl, &["watch", "w/a", "--prev-kv"]);
+    std::thread::sleep(Duration::from_millis(500));
+    ctl.put("w/a", "2");
+    assert_eq!(ctl.ok(&["del", "w/a"]), "1\n");
+    assert_eq!(live.take(10), ["PUT", "w/a", "1", "w/a", "2", "DELETE", "w/a", "2", "w/a", ""]);
+    assert_eq!(hist.take(6), ["PUT", "w/a", "2", "DELETE", "w/a", ""]);
+
+    // Interactive: a watch command, then a progress request.
+    let mut inter = Watching::start(&ctl, &["watch", "-i"]);
+    inter.send("watch w/c");
+    std::thread::sleep(Duration::from_millis(500));
+    ctl.put("w/c", "x");
+    assert_eq!(inter.take(3), ["PUT", "w/c", "x"]);
+    let rev = ctl.revision();
+    inter.send("progress");
+    assert_eq!(inter.take(1), [format!("progress notify: {rev}")]);
 }
