@@ -22,6 +22,26 @@ async fn client(c: &Cairn) -> Client {
     Client::connect([c.endpoint()], None).await.unwrap()
 }
 
+/// A 3-member cluster: writes go through `writer`, watches through another
+/// member, so every test also checks that a member other than the one
+/// taking the write emits its events.
+struct Members(common::Cluster);
+
+impl Members {
+    fn start(args: &[&str]) -> Members {
+        Members(common::Cluster::start(3, args))
+    }
+    fn writer(&self) -> &Cairn {
+        &self.0.members[0]
+    }
+    fn watcher(&self) -> &Cairn {
+        &self.0.members[1]
+    }
+    fn other(&self) -> &Cairn {
+        &self.0.members[2]
+    }
+}
+
 async fn next(stream: &mut WatchStream) -> WatchResponse {
     tokio::time::timeout(STEP, stream.message()).await.expect("watch response in time").unwrap().expect("stream open")
 }
@@ -48,9 +68,9 @@ async fn expect_quiet(stream: &mut WatchStream, d: Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn create_options_filters_and_prev_kv() {
-    let c = Cairn::start();
-    let mut kv = client(&c).await;
-    let mut w = client(&c).await;
+    let c = Members::start(&[]);
+    let mut kv = client(c.writer()).await;
+    let mut w = client(c.watcher()).await;
 
     let mut single = w.watch("a", None).await.unwrap();
     let created = next(&mut single).await;
@@ -93,9 +113,9 @@ async fn create_options_filters_and_prev_kv() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn watch_ids_duplicates_empty_ranges_and_cancel() {
-    let c = Cairn::start();
-    let mut kv = client(&c).await;
-    let mut w = client(&c).await;
+    let c = Members::start(&[]);
+    let mut kv = client(c.writer()).await;
+    let mut w = client(c.watcher()).await;
     let mut stream = w.watch("k", Some(WatchOptions::new().with_watch_id(7))).await.unwrap();
     let r = next(&mut stream).await;
     assert_eq!((r.created(), r.watch_id()), (true, 7));
@@ -130,8 +150,8 @@ async fn watch_ids_duplicates_empty_ranges_and_cancel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn historical_replay_is_exact_and_resumable() {
     let seed = common::seed("historical_replay_is_exact_and_resumable");
-    let c = Cairn::start();
-    let mut kv = client(&c).await;
+    let c = Members::start(&[]);
+    let mut kv = client(c.writer()).await;
     let mut expected = Vec::new();
     for i in 0..400u64 {
         let key = format!("h/{}", (i * 7 + seed) % 37);
@@ -155,7 +175,7 @@ async fn historical_replay_is_exact_and_resumable() {
         expected.push((trev, k.into(), ["x", "y", "z"][(k.as_bytes()[3] - b'1') as usize].into(), EventType::Put));
     }
 
-    let mut w = client(&c).await;
+    let mut w = client(c.watcher()).await;
     let mut stream = w.watch("h/", Some(WatchOptions::new().with_prefix().with_start_revision(1))).await.unwrap();
     assert!(next(&mut stream).await.created());
     let mut got = Vec::new();
@@ -173,7 +193,7 @@ async fn historical_replay_is_exact_and_resumable() {
     // Resume from the middle: exactly the rest, again.
     let mid = expected[expected.len() / 2].0;
     let rest: Vec<_> = expected.iter().filter(|e| e.0 >= mid).cloned().collect();
-    let mut w2 = client(&c).await;
+    let mut w2 = client(c.watcher()).await;
     let mut resumed = w2.watch("h/", Some(WatchOptions::new().with_prefix().with_start_revision(mid))).await.unwrap();
     assert!(next(&mut resumed).await.created());
     assert_eq!(collect(&mut resumed, rest.len()).await, rest);
@@ -191,13 +211,15 @@ fn collect_events(r: &WatchResponse) -> Vec<(i64, String, String, EventType)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn compacted_start_revision_is_canceled_with_compact_revision() {
-    let c = Cairn::start();
-    let mut kv = client(&c).await;
+    let c = Members::start(&[]);
+    let mut kv = client(c.writer()).await;
     for i in 0..10 {
         kv.put("c", format!("{i}"), None).await.unwrap();
     }
     kv.compact(8, None).await.unwrap();
-    let mut w = client(&c).await;
+    let mut w = client(c.watcher()).await;
+    // A linearizable read: the watching member has applied the compaction.
+    w.get("c", None).await.unwrap();
     let mut stream = w.watch("c", Some(WatchOptions::new().with_start_revision(3))).await.unwrap();
     let created = next(&mut stream).await;
     assert!(created.created());
@@ -213,10 +235,10 @@ async fn compacted_start_revision_is_canceled_with_compact_revision() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn future_start_revision_waits() {
-    let c = Cairn::start();
-    let mut kv = client(&c).await;
+    let c = Members::start(&[]);
+    let mut kv = client(c.writer()).await;
     let rev = kv.put("f", "0", None).await.unwrap().header().unwrap().revision();
-    let mut w = client(&c).await;
+    let mut w = client(c.watcher()).await;
     let mut stream = w.watch("f", Some(WatchOptions::new().with_start_revision(rev + 3))).await.unwrap();
     assert!(next(&mut stream).await.created());
     kv.put("f", "1", None).await.unwrap();
@@ -228,10 +250,11 @@ async fn future_start_revision_waits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn progress_requests_and_progress_notify() {
-    let c = Cairn::start_with(&["--watch-progress-notify-interval=300ms"]);
-    let mut kv = client(&c).await;
+    let c = Members::start(&["--watch-progress-notify-interval=300ms"]);
+    let mut kv = client(c.writer()).await;
     let rev = kv.put("x", "1", None).await.unwrap().header().unwrap().revision();
-    let mut w = client(&c).await;
+    let mut w = client(c.watcher()).await;
+    w.get("x", None).await.unwrap();
     let mut stream = w.watch("a", None).await.unwrap();
     assert!(next(&mut stream).await.created());
     stream.watch("b", None).await.unwrap();
@@ -247,6 +270,7 @@ async fn progress_requests_and_progress_notify() {
     let created = next(&mut idle).await;
     let id = created.watch_id();
     let rev = kv.put("y", "1", None).await.unwrap().header().unwrap().revision();
+    w.get("y", None).await.unwrap();
     let started = Instant::now();
     let r = next(&mut idle).await;
     assert_eq!(r.watch_id(), id);
@@ -266,8 +290,8 @@ async fn raw_stream(c: &Cairn, create: WatchCreateRequest) -> (mpsc::Sender<Watc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_large_revision_is_fragmented_on_request() {
-    let c = Cairn::start_with(&["--max-request-bytes=262144"]);
-    let mut kv = client(&c).await;
+    let c = Members::start(&["--max-request-bytes=262144"]);
+    let mut kv = client(c.writer()).await;
     // Every request is under the 256 KiB limit, but deleting all twelve
     // 200 KiB keys at once is one revision whose watch response, with
     // prev_kv, is ~2.4 MiB: over the limit plus gRPC's allowance.
@@ -282,9 +306,9 @@ async fn a_large_revision_is_fragmented_on_request() {
         fragment,
         ..Default::default()
     };
-    let (_tx, mut stream) = raw_stream(&c, create(true)).await;
+    let (_tx, mut stream) = raw_stream(c.watcher(), create(true)).await;
     assert!(stream.message().await.unwrap().unwrap().created);
-    let (_tx2, mut whole) = raw_stream(&c, create(false)).await;
+    let (_tx2, mut whole) = raw_stream(c.watcher(), create(false)).await;
     assert!(whole.message().await.unwrap().unwrap().created);
     let rev = kv.delete("big/", Some(etcd_client::DeleteOptions::new().with_prefix())).await.unwrap().header().unwrap().revision();
 
@@ -309,9 +333,9 @@ async fn a_large_revision_is_fragmented_on_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_watchers_on_one_stream() {
-    let c = Cairn::start();
-    let mut kv = client(&c).await;
-    let mut w = client(&c).await;
+    let c = Members::start(&[]);
+    let mut kv = client(c.writer()).await;
+    let mut w = client(c.watcher()).await;
     let mut stream = w.watch("w/0000", None).await.unwrap();
     assert!(next(&mut stream).await.created());
     for i in 1..1000 {
@@ -352,16 +376,16 @@ fn rss_kib(pid: u32) -> u64 {
 /// it reads again it gets every event exactly once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_watcher_stalls_nobody() {
-    let c = Cairn::start();
-    let mut kv = client(&c).await;
+    let c = Members::start(&[]);
+    let mut kv = client(c.writer()).await;
     let create = WatchCreateRequest { key: b"s/".to_vec(), range_end: b"s0".to_vec(), ..Default::default() };
-    let (_slow_tx, mut slow) = raw_stream(&c, create).await;
+    let (_slow_tx, mut slow) = raw_stream(c.watcher(), create).await;
     assert!(slow.message().await.unwrap().unwrap().created);
-    let mut fast_client = client(&c).await;
+    let mut fast_client = client(c.other()).await;
     let mut fast = fast_client.watch("s/", Some(WatchOptions::new().with_prefix())).await.unwrap();
     assert!(next(&mut fast).await.created());
 
-    let rss_before = rss_kib(c.pid().unwrap());
+    let rss_before = rss_kib(c.watcher().pid().unwrap());
     // ~40 MiB of events: far beyond the slow stream's buffers.
     let value = vec![b'x'; 64 * 1024];
     let n = 640;
@@ -387,9 +411,19 @@ async fn a_slow_watcher_stalls_nobody() {
     lag.sort();
     let p99 = put_latencies[n * 99 / 100];
     let lag99 = lag[n * 99 / 100];
-    let rss_after = rss_kib(c.pid().unwrap());
+    let rss_after = rss_kib(c.watcher().pid().unwrap());
+    // The third member applied the same writes and serves only the fast
+    // watcher: the stalled watcher's member may hold at most its bounded
+    // buffers (4 MiB stream budget, 16 queued responses) more than it.
+    let rss_baseline = rss_kib(c.other().pid().unwrap());
     eprintln!(
-        "put p99 {p99:?}, fast watcher delivery p99 {lag99:?} with a stalled watcher; server RSS {rss_before} KiB -> {rss_after} KiB"
+        "put p99 {p99:?}, fast watcher delivery p99 {lag99:?} with a stalled watcher; \
+         RSS of the stalled watcher's member {rss_before} KiB -> {rss_after} KiB, of a member without it {rss_baseline} KiB"
+    );
+    assert!(
+        rss_after < rss_baseline + 32 * 1024,
+        "a stalled watcher cost {} KiB of memory",
+        rss_after.saturating_sub(rss_baseline)
     );
     assert!(p99 < Duration::from_millis(500), "put p99 {p99:?}");
     assert!(lag99 < Duration::from_millis(500), "fast watcher p99 {lag99:?}");
