@@ -306,6 +306,9 @@ async fn a_large_revision_is_fragmented_on_request() {
         fragment,
         ..Default::default()
     };
+    // A linearizable read through the watching member: it has applied the
+    // puts, so the watchers start after them.
+    client(c.watcher()).await.get("big/", None).await.unwrap();
     let (_tx, mut stream) = raw_stream(c.watcher(), create(true)).await;
     assert!(stream.message().await.unwrap().unwrap().created);
     let (_tx2, mut whole) = raw_stream(c.watcher(), create(false)).await;
