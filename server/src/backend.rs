@@ -78,6 +78,9 @@ impl Backend {
             WriteRequest::DeleteRange(r) => r.encoded_len(),
             WriteRequest::Txn(r) => r.encoded_len(),
             WriteRequest::Compact(r) => r.encoded_len(),
+            WriteRequest::LeaseGrant(r) => r.encoded_len(),
+            WriteRequest::LeaseRevoke(r) => r.encoded_len(),
+            WriteRequest::LeaseCheckpoint(r) => r.encoded_len(),
         };
         if size > self.inner.max_request_bytes {
             return Err(ServerError::RequestTooLarge);

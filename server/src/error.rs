@@ -33,6 +33,7 @@ impl From<ServerError> for Status {
                 StorageError::Compacted => (Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted"),
                 StorageError::FutureRev => (Code::OutOfRange, "etcdserver: mvcc: required revision is a future revision"),
                 StorageError::LeaseNotFound => (Code::NotFound, "etcdserver: requested lease not found"),
+                StorageError::LeaseExists => (Code::FailedPrecondition, "etcdserver: lease already exists"),
                 StorageError::Corruption(_) => (Code::DataLoss, "etcdserver: corrupt cluster"),
                 StorageError::Engine(_) | StorageError::Internal(_) => (Code::Unavailable, "etcdserver: server stopped"),
             },

@@ -1,13 +1,15 @@
 //! Byte encoding of [`WriteRequest`] and [`WriteResponse`], for the Raft log
 //! and for forwarding a request to the leader: one tag byte naming the kind
-//! (1 Put, 2 DeleteRange, 3 Txn, 4 Compact) followed by the prost encoding of
+//! (1 Put, 2 DeleteRange, 3 Txn, 4 Compact, 5 LeaseGrant, 6 LeaseRevoke,
+//! 7 LeaseCheckpoint) followed by the prost encoding of
 //! the etcd message. prost writes fields in field-number order and these
 //! messages have no maps, so equal values always encode to equal bytes, which
 //! lets members compare or hash encoded entries.
 
 use cairn_api::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    LeaseCheckpointRequest, LeaseCheckpointResponse, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, TxnRequest, TxnResponse,
 };
 use prost::Message;
 
@@ -18,6 +20,9 @@ const TAG_PUT: u8 = 1;
 const TAG_DELETE_RANGE: u8 = 2;
 const TAG_TXN: u8 = 3;
 const TAG_COMPACT: u8 = 4;
+const TAG_LEASE_GRANT: u8 = 5;
+const TAG_LEASE_REVOKE: u8 = 6;
+const TAG_LEASE_CHECKPOINT: u8 = 7;
 
 fn tagged(tag: u8, msg: &impl Message) -> Vec<u8> {
     let mut out = Vec::with_capacity(1 + msg.encoded_len());
@@ -48,6 +53,9 @@ impl WriteRequest {
             WriteRequest::DeleteRange(r) => tagged(TAG_DELETE_RANGE, r),
             WriteRequest::Txn(r) => tagged(TAG_TXN, r),
             WriteRequest::Compact(r) => tagged(TAG_COMPACT, r),
+            WriteRequest::LeaseGrant(r) => tagged(TAG_LEASE_GRANT, r),
+            WriteRequest::LeaseRevoke(r) => tagged(TAG_LEASE_REVOKE, r),
+            WriteRequest::LeaseCheckpoint(r) => tagged(TAG_LEASE_CHECKPOINT, r),
         }
     }
 
@@ -60,6 +68,9 @@ impl WriteRequest {
             TAG_DELETE_RANGE => WriteRequest::DeleteRange(body::<DeleteRangeRequest>(WHAT, rest)?),
             TAG_TXN => WriteRequest::Txn(body::<TxnRequest>(WHAT, rest)?),
             TAG_COMPACT => WriteRequest::Compact(body::<CompactionRequest>(WHAT, rest)?),
+            TAG_LEASE_GRANT => WriteRequest::LeaseGrant(body::<LeaseGrantRequest>(WHAT, rest)?),
+            TAG_LEASE_REVOKE => WriteRequest::LeaseRevoke(body::<LeaseRevokeRequest>(WHAT, rest)?),
+            TAG_LEASE_CHECKPOINT => WriteRequest::LeaseCheckpoint(body::<LeaseCheckpointRequest>(WHAT, rest)?),
             t => return Err(unknown_tag(WHAT, t)),
         })
     }
@@ -72,6 +83,9 @@ impl WriteResponse {
             WriteResponse::DeleteRange(r) => tagged(TAG_DELETE_RANGE, r),
             WriteResponse::Txn(r) => tagged(TAG_TXN, r),
             WriteResponse::Compact(r) => tagged(TAG_COMPACT, r),
+            WriteResponse::LeaseGrant(r) => tagged(TAG_LEASE_GRANT, r),
+            WriteResponse::LeaseRevoke(r) => tagged(TAG_LEASE_REVOKE, r),
+            WriteResponse::LeaseCheckpoint(r) => tagged(TAG_LEASE_CHECKPOINT, r),
         }
     }
 
@@ -84,6 +98,9 @@ impl WriteResponse {
             TAG_DELETE_RANGE => WriteResponse::DeleteRange(body::<DeleteRangeResponse>(WHAT, rest)?),
             TAG_TXN => WriteResponse::Txn(body::<TxnResponse>(WHAT, rest)?),
             TAG_COMPACT => WriteResponse::Compact(body::<CompactionResponse>(WHAT, rest)?),
+            TAG_LEASE_GRANT => WriteResponse::LeaseGrant(body::<LeaseGrantResponse>(WHAT, rest)?),
+            TAG_LEASE_REVOKE => WriteResponse::LeaseRevoke(body::<LeaseRevokeResponse>(WHAT, rest)?),
+            TAG_LEASE_CHECKPOINT => WriteResponse::LeaseCheckpoint(body::<LeaseCheckpointResponse>(WHAT, rest)?),
             t => return Err(unknown_tag(WHAT, t)),
         })
     }
@@ -93,7 +110,7 @@ impl WriteResponse {
 mod tests {
     use super::*;
     use cairn_api::etcdserverpb::{
-        compare, request_op, response_op, Compare, RangeRequest, RangeResponse, RequestOp, ResponseHeader,
+        compare, request_op, response_op, Compare, LeaseCheckpoint, RangeRequest, RangeResponse, RequestOp, ResponseHeader,
         ResponseOp,
     };
     use cairn_api::mvccpb::KeyValue;
@@ -134,6 +151,15 @@ mod tests {
             WriteRequest::Txn(TxnRequest::default()),
             WriteRequest::Compact(CompactionRequest { revision: 42, physical: true }),
             WriteRequest::Compact(CompactionRequest::default()),
+            WriteRequest::LeaseGrant(LeaseGrantRequest { ttl: 30, id: 7 }),
+            WriteRequest::LeaseRevoke(LeaseRevokeRequest { id: -3 }),
+            WriteRequest::LeaseCheckpoint(LeaseCheckpointRequest {
+                checkpoints: vec![
+                    LeaseCheckpoint { id: 7, remaining_ttl: 12 },
+                    LeaseCheckpoint { id: 8, remaining_ttl: 0 },
+                ],
+            }),
+            WriteRequest::LeaseCheckpoint(LeaseCheckpointRequest::default()),
         ]
     }
 
@@ -165,12 +191,15 @@ mod tests {
             }),
             WriteResponse::Txn(TxnResponse::default()),
             WriteResponse::Compact(CompactionResponse { header }),
+            WriteResponse::LeaseGrant(LeaseGrantResponse { header, id: 7, ttl: 30, error: String::new() }),
+            WriteResponse::LeaseRevoke(LeaseRevokeResponse { header }),
+            WriteResponse::LeaseCheckpoint(LeaseCheckpointResponse { header }),
         ]
     }
 
     #[test]
     fn requests_roundtrip_with_their_tag() {
-        for (req, tag) in requests().into_iter().zip([1, 1, 2, 3, 3, 4, 4]) {
+        for (req, tag) in requests().into_iter().zip([1, 1, 2, 3, 3, 4, 4, 5, 6, 7, 7]) {
             let bytes = req.encode();
             assert_eq!(bytes[0], tag, "{req:?}");
             assert_eq!(bytes, req.clone().encode(), "deterministic");
@@ -180,7 +209,7 @@ mod tests {
 
     #[test]
     fn responses_roundtrip_with_their_tag() {
-        for (resp, tag) in responses().into_iter().zip([1, 1, 2, 3, 3, 4]) {
+        for (resp, tag) in responses().into_iter().zip([1, 1, 2, 3, 3, 4, 5, 6, 7]) {
             let bytes = resp.encode();
             assert_eq!(bytes[0], tag, "{resp:?}");
             assert_eq!(WriteResponse::decode(&bytes).unwrap(), resp);
@@ -195,7 +224,7 @@ mod tests {
             b.pop();
             b
         };
-        for bytes in [&[][..], &[0][..], &[5, 1, 2][..], &[0xff][..], &bad_body[..], &truncated[..]] {
+        for bytes in [&[][..], &[0][..], &[8, 1, 2][..], &[0xff][..], &bad_body[..], &truncated[..]] {
             assert!(matches!(WriteRequest::decode(bytes), Err(StorageError::Corruption(_))), "{bytes:?}");
             assert!(matches!(WriteResponse::decode(bytes), Err(StorageError::Corruption(_))), "{bytes:?}");
         }

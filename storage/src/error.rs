@@ -25,6 +25,8 @@ pub enum StorageError {
     FutureRev,
     #[error("requested lease not found")]
     LeaseNotFound,
+    #[error("lease already exists")]
+    LeaseExists,
 
     /// A stored record failed its checksum or could not be decoded.
     #[error("data corruption: {0}")]
@@ -62,6 +64,7 @@ impl StorageError {
             StorageError::Corruption(m) => (11, m),
             StorageError::Engine(m) => (12, m),
             StorageError::Internal(m) => (13, m),
+            StorageError::LeaseExists => (14, ""),
         };
         let mut out = vec![tag];
         out.extend_from_slice(msg.as_bytes());
@@ -86,6 +89,7 @@ impl StorageError {
             Some(11) => StorageError::Corruption(msg()),
             Some(12) => StorageError::Engine(msg()),
             Some(13) => StorageError::Internal(msg()),
+            Some(14) => StorageError::LeaseExists,
             _ => StorageError::Internal(format!("undecodable storage error {bytes:02x?}")),
         }
     }
@@ -108,6 +112,7 @@ mod tests {
             StorageError::Compacted,
             StorageError::FutureRev,
             StorageError::LeaseNotFound,
+            StorageError::LeaseExists,
             StorageError::Corruption("c".into()),
             StorageError::Engine("e".into()),
             StorageError::Internal("i".into()),

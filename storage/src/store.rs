@@ -5,11 +5,12 @@
 //! in `Meta`, each record sealed: `applied` (applied log index and revision),
 //! `compact_scheduled` / `compact_finished` (logical and physical compaction
 //! progress), `raft_state` (the raft layer's opaque blob), `dedup/<index>`
-//! (request ids, see [`crate::dedup`]) and, only while a snapshot restore is
-//! unfinished, `restoring`. Every change to them is part of the same atomic
+//! (request ids, see [`crate::dedup`]), `lease/<id>` (leases, see
+//! [`crate::lease`]) and, only while a snapshot restore is unfinished,
+//! `restoring`. Every change to them is part of the same atomic
 //! batch as the data it describes.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::Arc;
@@ -17,8 +18,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use cairn_api::etcdserverpb::{
-    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
-    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
+    LeaseCheckpointRequest, LeaseCheckpointResponse, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    TxnRequest, TxnResponse,
 };
 use cairn_api::mvccpb::{event::EventType, Event, KeyValue};
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
@@ -27,6 +30,7 @@ use crate::dedup::{Decision, Dedup};
 use crate::engine::{Engine, Keyspace, MemEngine, Scan, WriteBatch};
 use crate::error::StorageError;
 use crate::index::TreeIndex;
+use crate::lease::{self, LeaseChange, LeaseInfo, Leases};
 use crate::record::{seal, unseal, KvRecord, RecordKind};
 use crate::revision::Revision;
 use crate::snapshot::{read_snapshot, SnapshotSummary, StoreSnapshot};
@@ -72,6 +76,13 @@ pub enum WriteRequest {
     DeleteRange(DeleteRangeRequest),
     Txn(TxnRequest),
     Compact(CompactionRequest),
+    /// Grants lease `ID` (non-zero: the proposer picks it) with `TTL` as
+    /// given (the proposer applies etcd's minimum and maximum).
+    LeaseGrant(LeaseGrantRequest),
+    /// Deletes every key attached to the lease in one revision, and the lease.
+    LeaseRevoke(LeaseRevokeRequest),
+    /// Records each named lease's remaining TTL; unknown ids are ignored.
+    LeaseCheckpoint(LeaseCheckpointRequest),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -80,6 +91,9 @@ pub enum WriteResponse {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compact(CompactionResponse),
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
+    LeaseCheckpoint(LeaseCheckpointResponse),
 }
 
 /// The outcome of applying one request. A request error (e.g. compacted
@@ -132,6 +146,7 @@ struct State {
     applied_index: u64,
     dedup: Dedup,
     raft_state: Option<Vec<u8>>,
+    leases: Leases,
 }
 
 pub struct Store {
@@ -179,6 +194,10 @@ fn meta_put(batch: &mut WriteBatch, key: &[u8], vals: &[i64]) {
     batch.put(Keyspace::Meta, key.to_vec(), seal(key, &encode_i64s(vals)));
 }
 
+fn meta_delete(batch: &mut WriteBatch, key: &[u8]) {
+    batch.delete(Keyspace::Meta, key.to_vec());
+}
+
 fn restore_marker(engine: &dyn Engine) -> Result<bool, StorageError> {
     match engine.get(Keyspace::Meta, META_RESTORING)? {
         None => Ok(false),
@@ -207,6 +226,8 @@ struct MetaState {
     finished: i64,
     raft_state: Option<Vec<u8>>,
     dedup: Dedup,
+    /// Without attachments (those come from the `Kv` records).
+    leases: Leases,
 }
 
 fn load_meta(engine: &dyn Engine) -> Result<MetaState, StorageError> {
@@ -222,7 +243,8 @@ fn load_meta(engine: &dyn Engine) -> Result<MetaState, StorageError> {
         .map(|v| unseal(META_RAFT_STATE, &v).map(<[u8]>::to_vec))
         .transpose()?;
     let dedup = Dedup::load(engine, applied_index)?;
-    Ok(MetaState { applied_index, rev, compacted, finished, raft_state, dedup })
+    let leases = Leases::load(engine)?;
+    Ok(MetaState { applied_index, rev, compacted, finished, raft_state, dedup, leases })
 }
 
 fn check_kv_below(last_main: i64, rev: i64) -> Result<(), StorageError> {
@@ -263,20 +285,32 @@ fn load(engine: &dyn Engine) -> Result<Loaded, StorageError> {
     let m = load_meta(engine)?;
     let mut index = TreeIndex::new();
     let mut last_main = 0;
+    // Live keys with a lease → that lease, as of their latest record.
+    let mut attached: HashMap<Vec<u8>, i64> = HashMap::new();
     engine.scan(Keyspace::Kv, &[], None, &mut |k, v| {
         let r = Revision::from_key(k)
             .ok_or_else(|| StorageError::Corruption(format!("malformed revision key {k:02x?}")))?;
         let rec = KvRecord::decode(k, v)?;
         match rec.kind {
-            RecordKind::Put => index.restore_put(&rec.kv.key, r, rec.kv.create_revision, rec.kv.version),
+            RecordKind::Put => {
+                index.restore_put(&rec.kv.key, r, rec.kv.create_revision, rec.kv.version);
+                if rec.kv.lease != 0 {
+                    attached.insert(rec.kv.key, rec.kv.lease);
+                } else {
+                    attached.remove(&rec.kv.key);
+                }
+            }
             RecordKind::Tombstone => {
                 index.tombstone(&rec.kv.key, r);
+                attached.remove(&rec.kv.key);
             }
         }
         last_main = r.main;
         Ok(Scan::Continue)
     })?;
     check_kv_below(last_main, m.rev)?;
+    let mut leases = m.leases;
+    leases.attach_loaded(attached)?;
     let rev = m.rev.max(m.compacted);
     let keep = (m.compacted >= 0).then(|| index.compact(m.compacted));
     let resume = keep.filter(|_| m.finished < m.compacted).map(|keep| (m.compacted, keep));
@@ -288,6 +322,7 @@ fn load(engine: &dyn Engine) -> Result<Loaded, StorageError> {
             applied_index: m.applied_index,
             dedup: m.dedup,
             raft_state: m.raft_state,
+            leases,
         },
         finished: m.finished,
         resume,
@@ -301,6 +336,8 @@ struct Executed {
     events: Vec<Event>,
     /// A compaction to hand to the compactor once the batch is durable.
     compaction: Option<(i64, HashSet<Revision>)>,
+    /// Changes to the leases, applied when the revision is published.
+    lease_changes: Vec<LeaseChange>,
 }
 
 impl Store {
@@ -336,6 +373,7 @@ impl Store {
             applied_index = st.applied_index,
             keys = st.index.len(),
             request_ids = st.dedup.len(),
+            leases = st.leases.len(),
             "store opened"
         );
         Ok(Arc::new(Store {
@@ -407,6 +445,18 @@ impl Store {
 
     pub fn live_size_bytes(&self) -> u64 {
         self.engine.live_size_bytes()
+    }
+
+    /// Lease `id` as of the latest published revision, with its attached
+    /// keys (sorted); `None` if no such lease exists.
+    pub fn lease(&self, id: i64) -> Option<LeaseInfo> {
+        self.state.read().leases.info(id)
+    }
+
+    /// Every lease, sorted by id, each without its keys (`keys` is empty;
+    /// use [`Store::lease`] for them).
+    pub fn leases(&self) -> Vec<LeaseInfo> {
+        self.state.read().leases.infos()
     }
 
     /// A read at the latest revision, or the one the request names.
@@ -564,14 +614,64 @@ impl Store {
                 compaction = Some((c.revision, keep));
                 Ok(WriteResponse::Compact(CompactionResponse { header: Some(header(begin)) }))
             };
-            return Ok(Executed { result, rev: begin, events: Vec::new(), compaction });
+            return Ok(Executed { result, rev: begin, events: Vec::new(), compaction, lease_changes: Vec::new() });
         }
-        let mut txn = WriteTxn::new(&*self.engine, &mut st.index, begin, compacted);
+        let mut lease_changes = Vec::new();
+        match req {
+            WriteRequest::LeaseGrant(g) => {
+                let result = if g.id == 0 {
+                    // As etcd's lessor: id 0 means "no lease".
+                    Err(StorageError::LeaseNotFound)
+                } else if st.leases.contains(g.id) {
+                    Err(StorageError::LeaseExists)
+                } else {
+                    meta_put(batch, &lease::key(g.id), &[g.ttl, 0]);
+                    lease_changes.push(LeaseChange::Grant { id: g.id, ttl: g.ttl });
+                    Ok(WriteResponse::LeaseGrant(LeaseGrantResponse {
+                        header: Some(header(begin)),
+                        id: g.id,
+                        ttl: g.ttl,
+                        error: String::new(),
+                    }))
+                };
+                return Ok(Executed { result, rev: begin, events: Vec::new(), compaction: None, lease_changes });
+            }
+            WriteRequest::LeaseCheckpoint(c) => {
+                // The last checkpoint of an id wins, as etcd applies them in order.
+                let latest: BTreeMap<i64, i64> = c
+                    .checkpoints
+                    .iter()
+                    .filter(|cp| st.leases.contains(cp.id))
+                    .map(|cp| (cp.id, cp.remaining_ttl))
+                    .collect();
+                for (id, remaining_ttl) in latest {
+                    let ttl = st.leases.ttl(id).expect("filtered on existing leases");
+                    meta_put(batch, &lease::key(id), &[ttl, remaining_ttl]);
+                    lease_changes.push(LeaseChange::Checkpoint { id, remaining_ttl });
+                }
+                let resp = LeaseCheckpointResponse { header: Some(header(begin)) };
+                let result = Ok(WriteResponse::LeaseCheckpoint(resp));
+                return Ok(Executed { result, rev: begin, events: Vec::new(), compaction: None, lease_changes });
+            }
+            WriteRequest::LeaseRevoke(r) if !st.leases.contains(r.id) => {
+                let result = Err(StorageError::LeaseNotFound);
+                return Ok(Executed { result, rev: begin, events: Vec::new(), compaction: None, lease_changes });
+            }
+            _ => {}
+        }
+        let mut txn = WriteTxn::new(&*self.engine, &mut st.index, &st.leases, begin, compacted);
         let result = match req {
             WriteRequest::Put(r) => txn.put(r).map(WriteResponse::Put),
             WriteRequest::DeleteRange(r) => txn.delete_range(r).map(WriteResponse::DeleteRange),
             WriteRequest::Txn(r) => txn.txn(r).map(WriteResponse::Txn),
-            WriteRequest::Compact(_) => unreachable!("handled above"),
+            WriteRequest::LeaseRevoke(r) => txn.revoke(r.id).map(|rev| {
+                meta_delete(batch, &lease::key(r.id));
+                lease_changes.push(LeaseChange::Revoke(r.id));
+                WriteResponse::LeaseRevoke(LeaseRevokeResponse { header: Some(header(rev)) })
+            }),
+            WriteRequest::Compact(_) | WriteRequest::LeaseGrant(_) | WriteRequest::LeaseCheckpoint(_) => {
+                unreachable!("handled above")
+            }
         };
         if matches!(&result, Err(e) if e.is_fatal()) {
             self.failed.store(true, AtomicOrdering::Release);
@@ -585,10 +685,16 @@ impl Store {
             self.failed.store(true, AtomicOrdering::Release);
             return Err(StorageError::Internal(format!("request failed after writing: {e}")));
         }
+        // Attachment changes go first, so a revoke's lease has no keys left
+        // when it is removed.
+        let detach_then_revoke = std::mem::take(&mut lease_changes);
         for (rev, rec) in changes {
+            let lease = if rec.kind == RecordKind::Put { rec.kv.lease } else { 0 };
+            lease_changes.push(LeaseChange::Attach { key: rec.kv.key.clone(), lease });
             batch.put(Keyspace::Kv, rev.to_key().to_vec(), rec.encode(rev));
         }
-        Ok(Executed { result, rev, events, compaction: None })
+        lease_changes.extend(detach_then_revoke);
+        Ok(Executed { result, rev, events, compaction: None, lease_changes })
     }
 
     fn check_index(st: &State, index: u64) {
@@ -614,6 +720,7 @@ impl Store {
             let mut st = self.state.write();
             st.rev = ex.rev;
             st.applied_index = index;
+            st.leases.apply(ex.lease_changes);
         }
         if let Some((rev, keep)) = ex.compaction {
             self.compactor.schedule(rev, keep);
@@ -632,7 +739,7 @@ impl Store {
         let _writer = self.apply_lock.lock();
         self.check_writable()?;
         let mut batch = WriteBatch::default();
-        let (decision, record, executed, rev) = {
+        let (decision, record, mut executed, rev) = {
             let mut st = self.state.write();
             Self::check_index(&st, entry.index);
             let decision: Decision = st.dedup.decide(entry.index, entry.request_id);
@@ -656,6 +763,9 @@ impl Store {
             st.applied_index = entry.index;
             st.dedup.commit(&decision, entry.index, record);
             st.raft_state = Some(entry.raft_state.to_vec());
+            if let Some(ex) = executed.as_mut() {
+                st.leases.apply(std::mem::take(&mut ex.lease_changes));
+            }
         }
         Ok(match (executed, decision.duplicate_of) {
             (Some(ex), _) => {
@@ -1132,6 +1242,69 @@ mod tests {
         let other = Store::open(Arc::new(MemEngine::new()), cfg()).unwrap();
         other.apply(1, &put("a", "2")).unwrap();
         assert_ne!(store.hash_kv(0).unwrap().0, other.hash_kv(0).unwrap().0);
+    }
+
+    fn grant(id: i64, ttl: i64) -> WriteRequest {
+        WriteRequest::LeaseGrant(LeaseGrantRequest { id, ttl })
+    }
+
+    fn put_leased(k: &str, lease: i64) -> WriteRequest {
+        WriteRequest::Put(PutRequest { key: k.into(), value: b"v".to_vec(), lease, ..Default::default() })
+    }
+
+    /// The Raft path publishes lease changes like `apply` does, and a
+    /// duplicate entry changes no lease.
+    #[test]
+    fn apply_entry_publishes_lease_changes() {
+        let store = Store::open(Arc::new(MemEngine::new()), cfg()).unwrap();
+        let entry = |index: u64, id: u64, req: &WriteRequest| {
+            store.apply_entry(&LogEntry { index, request_id: id, request: Some(req), raft_state: b"s" }).unwrap()
+        };
+        assert!(matches!(entry(1, 11, &grant(5, 10)), EntryOutcome::Applied(Applied { result: Ok(_), .. })));
+        assert_eq!(entry(2, 11, &grant(5, 10)), EntryOutcome::Duplicate { first_index: 1 });
+        entry(3, 12, &put_leased("b", 5));
+        entry(4, 13, &put_leased("a", 5));
+        assert_eq!(store.lease(5).unwrap().keys, vec![b"a".to_vec(), b"b".to_vec()]);
+        let EntryOutcome::Applied(r) = entry(5, 14, &WriteRequest::LeaseRevoke(LeaseRevokeRequest { id: 5 })) else {
+            panic!("not applied")
+        };
+        assert_eq!((r.revision, r.events.len()), (4, 2));
+        assert_eq!(store.lease(5), None);
+        let blank = LogEntry { index: 6, request_id: 0, request: None, raft_state: b"s" };
+        assert_eq!(store.apply_entry(&blank).unwrap(), EntryOutcome::NoRequest);
+        assert!(store.leases().is_empty());
+        assert_eq!(get(&store, "a", 0).unwrap().kvs, vec![]);
+    }
+
+    /// A live key naming a lease without a record cannot come from applying
+    /// requests: open reports it instead of inventing the lease.
+    #[test]
+    fn key_attached_to_a_missing_lease_is_corruption() {
+        let engine = Arc::new(MemEngine::new());
+        let store = Store::open(engine.clone(), cfg()).unwrap();
+        store.apply(1, &grant(3, 10)).unwrap();
+        store.apply(2, &put_leased("k", 3)).unwrap();
+        store.close().unwrap();
+        drop(store);
+        let mut batch = WriteBatch::default();
+        batch.delete(Keyspace::Meta, lease::key(3));
+        engine.write(batch, true).unwrap();
+        assert!(matches!(Store::open(engine, cfg()), Err(StorageError::Corruption(_))));
+    }
+
+    #[test]
+    fn lease_records_are_sealed() {
+        let engine = Arc::new(MemEngine::new());
+        let store = Store::open(engine.clone(), cfg()).unwrap();
+        store.apply(1, &grant(3, 10)).unwrap();
+        store.close().unwrap();
+        drop(store);
+        let key = lease::key(3);
+        let mut bytes = engine.get(Keyspace::Meta, &key).unwrap().unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        engine.corrupt(Keyspace::Meta, &key, bytes);
+        assert!(matches!(Store::open(engine, cfg()), Err(StorageError::Corruption(_))));
     }
 
     #[test]

@@ -20,6 +20,7 @@ use cairn_api::mvccpb::{event::EventType, Event, KeyValue};
 use crate::engine::{Engine, Keyspace};
 use crate::error::StorageError;
 use crate::index::{KeyRange, TreeIndex};
+use crate::lease::Leases;
 use crate::record::{KvRecord, RecordKind};
 use crate::revision::Revision;
 
@@ -157,6 +158,8 @@ struct TxnPath {
 pub(crate) struct WriteTxn<'a> {
     engine: &'a dyn Engine,
     index: &'a mut TreeIndex,
+    /// The leases as of `begin` (no request both changes leases and puts).
+    leases: &'a Leases,
     begin: i64,
     compacted: i64,
     /// Changes at revision `begin + 1`, in sub-revision order (`changes[i]`
@@ -166,8 +169,14 @@ pub(crate) struct WriteTxn<'a> {
 }
 
 impl<'a> WriteTxn<'a> {
-    pub fn new(engine: &'a dyn Engine, index: &'a mut TreeIndex, begin: i64, compacted: i64) -> Self {
-        Self { engine, index, begin, compacted, changes: Vec::new(), events: Vec::new() }
+    pub fn new(
+        engine: &'a dyn Engine,
+        index: &'a mut TreeIndex,
+        leases: &'a Leases,
+        begin: i64,
+        compacted: i64,
+    ) -> Self {
+        Self { engine, index, leases, begin, compacted, changes: Vec::new(), events: Vec::new() }
     }
 
     /// The revision reads inside this txn see: its own writes once it has any.
@@ -231,9 +240,10 @@ impl<'a> WriteTxn<'a> {
     }
 
     fn check_lease(&self, req: &PutRequest) -> Result<(), StorageError> {
-        // No lease can exist until the Lease service is implemented, and etcd
-        // rejects a put naming a lease it does not hold.
-        if req.lease != 0 {
+        // etcd rejects a put naming a lease it does not hold. (`ignore_lease`
+        // with a lease is rejected before proposing; the lease a key keeps
+        // exists, since revoking a lease deletes its keys.)
+        if req.lease != 0 && !self.leases.contains(req.lease) {
             return Err(StorageError::LeaseNotFound);
         }
         Ok(())
@@ -309,6 +319,24 @@ impl<'a> WriteTxn<'a> {
             self.changes.push(KvRecord { kind: RecordKind::Tombstone, kv });
         }
         Ok(DeleteRangeResponse { header: Some(header(self.rev())), deleted, prev_kvs })
+    }
+
+    /// Deletes every key attached to lease `id` (which must exist), in key
+    /// order, as one revision; returns the revision after. No keys, no new
+    /// revision.
+    pub fn revoke(&mut self, id: i64) -> Result<i64, StorageError> {
+        let keys: Vec<Vec<u8>> = self.leases.keys(id).into_iter().flatten().cloned().collect();
+        for key in keys {
+            let del = DeleteRangeRequest { key, ..Default::default() };
+            let resp = self.delete_range(&del)?;
+            if resp.deleted != 1 {
+                return Err(StorageError::Internal(format!(
+                    "key {:02x?} attached to lease {id} is not live",
+                    del.key
+                )));
+            }
+        }
+        Ok(self.rev())
     }
 
     pub fn txn(&mut self, req: &TxnRequest) -> Result<TxnResponse, StorageError> {

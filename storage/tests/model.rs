@@ -11,7 +11,9 @@
 //! the store revision, the applied index and the watch events. After every
 //! step the whole readable history is compared as well. Sequences include
 //! compactions (sometimes waiting for physical deletion), restarts, and
-//! snapshots restored into a new store or back into the same one.
+//! snapshots restored into a new store or back into the same one, and the
+//! deterministic part of leases (grant, revoke, checkpoint, keys attached by
+//! puts), whose state is compared after every step too.
 //!
 //! The semantics mirrored are etcd 3.6's (`server/etcdserver/txn/*.go`,
 //! `server/storage/mvcc/kvstore*.go`, `server/etcdserver/api/v3rpc/key.go`).
@@ -26,13 +28,15 @@ use cairn_api::etcdserverpb::{
     range_request::{SortOrder, SortTarget},
     request_op::Request,
     response_op::Response,
-    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    CompactionRequest, CompactionResponse, Compare, DeleteRangeRequest, DeleteRangeResponse, LeaseCheckpoint,
+    LeaseCheckpointRequest, LeaseCheckpointResponse, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest,
+    LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp,
+    TxnRequest, TxnResponse,
 };
 use cairn_api::mvccpb::{event::EventType, Event, KeyValue};
 use cairn_storage::{
-    validate, verify_snapshot, Applied, Engine, Keyspace, MemEngine, Revision, RocksEngine, StorageError, Store, StoreConfig,
-    WriteRequest, WriteResponse,
+    validate, verify_snapshot, Applied, Engine, Keyspace, LeaseInfo, MemEngine, Revision, RocksEngine, StorageError, Store,
+    StoreConfig, WriteRequest, WriteResponse,
 };
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
@@ -106,6 +110,8 @@ struct Model {
     rev: i64,
     /// etcd's `compactMainRev`: -1 until the first compaction.
     first_rev: i64,
+    /// Lease id → (granted TTL, last checkpointed remaining TTL).
+    leases: BTreeMap<i64, (i64, i64)>,
 }
 
 impl Model {
@@ -114,7 +120,22 @@ impl Model {
             history: Vec::new(),
             rev: 1,
             first_rev: -1,
+            leases: BTreeMap::new(),
         }
+    }
+
+    /// Every lease with the current keys whose latest version names it.
+    fn lease_infos(&self) -> Vec<LeaseInfo> {
+        let state = self.state_at(self.rev);
+        self.leases
+            .iter()
+            .map(|(&id, &(ttl, remaining_ttl))| LeaseInfo {
+                id,
+                ttl,
+                remaining_ttl,
+                keys: state.values().filter(|kv| kv.lease == id).map(|kv| kv.key.clone()).collect(),
+            })
+            .collect()
     }
 
     fn state_at(&self, at: i64) -> State {
@@ -142,11 +163,57 @@ impl Model {
             };
             return (result, Vec::new());
         }
+        match req {
+            WriteRequest::LeaseGrant(g) => {
+                let result = if g.id == 0 {
+                    Err(StorageError::LeaseNotFound)
+                } else if self.leases.contains_key(&g.id) {
+                    Err(StorageError::LeaseExists)
+                } else {
+                    self.leases.insert(g.id, (g.ttl, 0));
+                    Ok(WriteResponse::LeaseGrant(LeaseGrantResponse {
+                        header: hdr(self.rev),
+                        id: g.id,
+                        ttl: g.ttl,
+                        error: String::new(),
+                    }))
+                };
+                return (result, Vec::new());
+            }
+            WriteRequest::LeaseCheckpoint(c) => {
+                for cp in &c.checkpoints {
+                    if let Some(l) = self.leases.get_mut(&cp.id) {
+                        l.1 = cp.remaining_ttl;
+                    }
+                }
+                let resp = LeaseCheckpointResponse { header: hdr(self.rev) };
+                return (Ok(WriteResponse::LeaseCheckpoint(resp)), Vec::new());
+            }
+            WriteRequest::LeaseRevoke(r) if !self.leases.contains_key(&r.id) => {
+                return (Err(StorageError::LeaseNotFound), Vec::new());
+            }
+            _ => {}
+        }
         let mut ctx = Ctx::new(self);
         let result = match req {
+            WriteRequest::LeaseRevoke(r) => {
+                let attached: Vec<Vec<u8>> = ctx
+                    .working
+                    .values()
+                    .filter(|kv| kv.lease == r.id)
+                    .map(|kv| kv.key.clone())
+                    .collect();
+                for key in attached {
+                    ctx.delete(&DeleteRangeRequest {
+                        key,
+                        ..Default::default()
+                    });
+                }
+                Ok(WriteResponse::LeaseRevoke(LeaseRevokeResponse { header: hdr(ctx.rev()) }))
+            }
             WriteRequest::Put(p) => {
                 // etcd's top-level Put looks the lease up before anything else.
-                if p.lease != 0 {
+                if p.lease != 0 && !ctx.model.leases.contains_key(&p.lease) {
                     Err(StorageError::LeaseNotFound)
                 } else if (p.ignore_value || p.ignore_lease) && !ctx.working.contains_key(&p.key) {
                     Err(StorageError::KeyNotFound)
@@ -163,10 +230,13 @@ impl Model {
                     Ok(WriteResponse::Txn(resp))
                 }
             },
-            WriteRequest::Compact(_) => unreachable!(),
+            WriteRequest::Compact(_) | WriteRequest::LeaseGrant(_) | WriteRequest::LeaseCheckpoint(_) => unreachable!(),
         };
         let pending = std::mem::take(&mut ctx.pending);
         drop(ctx);
+        if let (WriteRequest::LeaseRevoke(r), Ok(_)) = (req, &result) {
+            self.leases.remove(&r.id);
+        }
         let mut s = self.state_at(self.rev);
         let events = pending
             .iter()
@@ -413,7 +483,7 @@ impl<'m> Ctx<'m> {
                     if (p.ignore_value || p.ignore_lease) && !self.begin_state.contains_key(&p.key) {
                         return Err(StorageError::KeyNotFound);
                     }
-                    if p.lease != 0 {
+                    if p.lease != 0 && !self.model.leases.contains_key(&p.lease) {
                         return Err(StorageError::LeaseNotFound);
                     }
                 }
@@ -804,6 +874,15 @@ impl Harness {
                 model.range(&req),
             );
         }
+        let leases = model.lease_infos();
+        for l in &leases {
+            self.expect_eq(&format!("lease {}", l.id), s.lease(l.id), Some(l.clone()));
+        }
+        let without_keys: Vec<LeaseInfo> = leases
+            .into_iter()
+            .map(|l| LeaseInfo { keys: Vec::new(), ..l })
+            .collect();
+        self.expect_eq("leases", s.leases(), without_keys);
     }
 }
 
@@ -964,6 +1043,9 @@ enum Op {
         wait: bool,
     },
     Reopen,
+    LeaseGrant(LeaseGrantRequest),
+    LeaseRevoke(LeaseRevokeRequest),
+    LeaseCheckpoint(LeaseCheckpointRequest),
     /// Stream a snapshot and restore it into a new store on a fresh engine
     /// (`fresh`) or back into the same store, which then carries on.
     Snapshot {
@@ -1029,7 +1111,7 @@ fn put_req() -> impl Strategy<Value = PutRequest> {
     (
         key(),
         value(),
-        prop_oneof![14 => Just(0i64), 1 => Just(5i64)],
+        prop_oneof![12 => Just(0i64), 2 => Just(5i64), 1 => Just(6i64)],
         any::<bool>(),
         prop::bool::weighted(0.1),
         prop::bool::weighted(0.1),
@@ -1206,6 +1288,17 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(rev, wait)| Op::Compact { rev, wait }),
         1 => Just(Op::Reopen),
         1 => any::<bool>().prop_map(|fresh| Op::Snapshot { fresh }),
+        2 => (prop_oneof![1 => Just(0i64), 4 => Just(5i64), 3 => Just(6i64)], 1..100i64)
+            .prop_map(|(id, ttl)| Op::LeaseGrant(LeaseGrantRequest { id, ttl })),
+        1 => prop_oneof![Just(5i64), Just(6i64), Just(7i64)].prop_map(|id| Op::LeaseRevoke(LeaseRevokeRequest { id })),
+        1 => prop::collection::vec((5..8i64, 0..100i64), 0..3).prop_map(|cps| {
+            Op::LeaseCheckpoint(LeaseCheckpointRequest {
+                checkpoints: cps
+                    .into_iter()
+                    .map(|(id, remaining_ttl)| LeaseCheckpoint { id, remaining_ttl })
+                    .collect(),
+            })
+        }),
     ]
 }
 
@@ -1334,6 +1427,9 @@ fn run_op(h: &mut Harness, model: &mut Model, op: &Op) {
                 h.wait_compacted(revision);
             }
         }
+        Op::LeaseGrant(g) => write(h, model, WriteRequest::LeaseGrant(g.clone()), (Ok(()), Ok(()))),
+        Op::LeaseRevoke(r) => write(h, model, WriteRequest::LeaseRevoke(r.clone()), (Ok(()), Ok(()))),
+        Op::LeaseCheckpoint(c) => write(h, model, WriteRequest::LeaseCheckpoint(c.clone()), (Ok(()), Ok(()))),
         Op::Reopen => {
             h.log.push(format!("#{} reopen", h.log.len()));
             h.reopen();
@@ -1795,4 +1891,215 @@ fn ignore_value_put_after_from_key_delete_in_one_txn() {
         .expect("b was written again");
     assert_eq!((b.value.as_slice(), b.version, b.create_revision), (&b"new"[..], 1, 3));
     h.check_history(&model);
+}
+
+fn grant(id: i64, ttl: i64) -> WriteRequest {
+    WriteRequest::LeaseGrant(LeaseGrantRequest { id, ttl })
+}
+
+fn revoke(id: i64) -> WriteRequest {
+    WriteRequest::LeaseRevoke(LeaseRevokeRequest { id })
+}
+
+fn put_leased(key: &str, value: &str, lease: i64) -> WriteRequest {
+    WriteRequest::Put(PutRequest {
+        key: key.into(),
+        value: value.into(),
+        lease,
+        ..Default::default()
+    })
+}
+
+fn lease_keys(h: &Harness, id: i64) -> Option<Vec<&'static str>> {
+    h.store().lease(id).map(|l| {
+        l.keys
+            .into_iter()
+            .map(|k| &*String::from_utf8(k).unwrap().leak())
+            .collect()
+    })
+}
+
+/// The deterministic half of leases, step by step, on one engine; every
+/// write is also checked against the model (responses, revisions, events,
+/// the whole history and every lease's state).
+fn lease_lifecycle(mut h: Harness) {
+    let mut model = Model::new();
+    let w = |h: &mut Harness, model: &mut Model, req: WriteRequest| {
+        write(h, model, req, (Ok(()), Ok(())));
+        h.check_history(model);
+    };
+
+    // Grants: id 0 is "no lease", a second grant of an id is refused.
+    let g = h.apply(&grant(1, 30));
+    assert_eq!(
+        g.result,
+        Ok(WriteResponse::LeaseGrant(LeaseGrantResponse {
+            header: hdr(1),
+            id: 1,
+            ttl: 30,
+            error: String::new()
+        }))
+    );
+    assert_eq!(g.revision, 1, "a grant does not change the revision");
+    assert_eq!(model.apply(&grant(1, 30)).0, g.result);
+    assert_eq!(h.apply(&grant(1, 60)).result, Err(StorageError::LeaseExists));
+    assert_eq!(h.apply(&grant(0, 60)).result, Err(StorageError::LeaseNotFound));
+    w(&mut h, &mut model, grant(2, 60));
+    assert_eq!(
+        h.store().lease(1),
+        Some(LeaseInfo { id: 1, ttl: 30, remaining_ttl: 0, keys: vec![] })
+    );
+
+    // A put naming a missing lease changes nothing.
+    let before = h.store().current_revision();
+    let r = h.apply(&put_leased("a", "x", 9));
+    assert_eq!((r.result, r.revision, r.events.len()), (Err(StorageError::LeaseNotFound), before, 0));
+
+    // Puts attach; a re-put moves or detaches; ignore_lease keeps the lease.
+    w(&mut h, &mut model, put_leased("c", "1", 1));
+    w(&mut h, &mut model, put_leased("a", "1", 1));
+    w(&mut h, &mut model, put_leased("b", "1", 2));
+    w(&mut h, &mut model, put_leased("d", "1", 1));
+    assert_eq!(lease_keys(&h, 1), Some(vec!["a", "c", "d"]));
+    let kv = h.store().range(&get_at("a", 0)).unwrap().kvs.remove(0);
+    assert_eq!(kv.lease, 1);
+    w(&mut h, &mut model, put_leased("d", "2", 2));
+    w(&mut h, &mut model, put("b", "2"));
+    assert_eq!(lease_keys(&h, 1), Some(vec!["a", "c"]));
+    assert_eq!(lease_keys(&h, 2), Some(vec!["d"]));
+    let keep = WriteRequest::Put(PutRequest {
+        key: b"c".to_vec(),
+        value: b"3".to_vec(),
+        ignore_lease: true,
+        ..Default::default()
+    });
+    w(&mut h, &mut model, keep);
+    assert_eq!(h.store().range(&get_at("c", 0)).unwrap().kvs[0].lease, 1);
+    assert_eq!(lease_keys(&h, 1), Some(vec!["a", "c"]));
+
+    // A txn put attaches (and checks its lease, after the key).
+    let op = |r: Request| RequestOp { request: Some(r) };
+    let txn = TxnRequest {
+        success: vec![
+            op(Request::RequestPut(PutRequest {
+                key: b"e".to_vec(),
+                lease: 1,
+                ..Default::default()
+            })),
+            op(Request::RequestPut(PutRequest {
+                key: b"f".to_vec(),
+                lease: 2,
+                ..Default::default()
+            })),
+        ],
+        ..Default::default()
+    };
+    w(&mut h, &mut model, WriteRequest::Txn(txn));
+    let bad_txn = TxnRequest {
+        success: vec![op(Request::RequestPut(PutRequest {
+            key: b"g".to_vec(),
+            lease: 9,
+            ..Default::default()
+        }))],
+        ..Default::default()
+    };
+    assert_eq!(h.apply(&WriteRequest::Txn(bad_txn)).result, Err(StorageError::LeaseNotFound));
+    assert_eq!(lease_keys(&h, 1), Some(vec!["a", "c", "e"]));
+    assert_eq!(lease_keys(&h, 2), Some(vec!["d", "f"]));
+
+    // Deleting detaches.
+    let del = WriteRequest::DeleteRange(DeleteRangeRequest {
+        key: b"f".to_vec(),
+        ..Default::default()
+    });
+    w(&mut h, &mut model, del);
+    assert_eq!(lease_keys(&h, 2), Some(vec!["d"]));
+
+    // Checkpoints record the remaining TTL (unknown ids ignored, last wins).
+    let cp = WriteRequest::LeaseCheckpoint(LeaseCheckpointRequest {
+        checkpoints: vec![
+            LeaseCheckpoint { id: 1, remaining_ttl: 20 },
+            LeaseCheckpoint { id: 42, remaining_ttl: 5 },
+            LeaseCheckpoint { id: 1, remaining_ttl: 17 },
+        ],
+    });
+    let rev = h.store().current_revision();
+    let c = h.apply(&cp);
+    assert_eq!(
+        (c.result.clone(), c.revision),
+        (Ok(WriteResponse::LeaseCheckpoint(LeaseCheckpointResponse { header: hdr(rev) })), rev)
+    );
+    assert_eq!(model.apply(&cp).0, c.result);
+    assert_eq!(h.store().lease(1).unwrap().remaining_ttl, 17);
+    w(&mut h, &mut model, grant(3, 5));
+
+    // Everything survives a restart and snapshots.
+    let leases = h.store().leases();
+    assert_eq!(
+        leases,
+        vec![
+            LeaseInfo { id: 1, ttl: 30, remaining_ttl: 17, keys: vec![] },
+            LeaseInfo { id: 2, ttl: 60, remaining_ttl: 0, keys: vec![] },
+            LeaseInfo { id: 3, ttl: 5, remaining_ttl: 0, keys: vec![] },
+        ]
+    );
+    h.reopen();
+    h.check_history(&model);
+    h.snapshot_restore(true);
+    h.check_history(&model);
+    assert_eq!(lease_keys(&h, 1), Some(vec!["a", "c", "e"]));
+
+    // Revoke: every attached key deleted in one revision, in key order.
+    let rev = h.store().current_revision();
+    let r = h.apply(&revoke(1));
+    assert_eq!(
+        r.result,
+        Ok(WriteResponse::LeaseRevoke(LeaseRevokeResponse { header: hdr(rev + 1) }))
+    );
+    assert_eq!(r.revision, rev + 1);
+    let events: Vec<(i32, Vec<u8>, i64)> = r
+        .events
+        .iter()
+        .map(|e| (e.r#type, e.kv.as_ref().unwrap().key.clone(), e.kv.as_ref().unwrap().mod_revision))
+        .collect();
+    let del = EventType::Delete as i32;
+    assert_eq!(
+        events,
+        vec![(del, b"a".to_vec(), rev + 1), (del, b"c".to_vec(), rev + 1), (del, b"e".to_vec(), rev + 1)]
+    );
+    let (model_result, model_events) = model.apply(&revoke(1));
+    assert_eq!((r.result.clone(), r.events.clone()), (model_result, model_events));
+    h.check_history(&model);
+    assert_eq!(h.store().lease(1), None);
+    assert_eq!(h.apply(&revoke(1)).result, Err(StorageError::LeaseNotFound));
+    assert_eq!(h.store().current_revision(), rev + 1);
+    // The key left on lease 2 goes; lease 3 has none: the revision stays.
+    w(&mut h, &mut model, revoke(2));
+    assert_eq!(h.store().current_revision(), rev + 2);
+    let r = h.apply(&revoke(3));
+    assert_eq!((r.revision, r.events.len()), (rev + 2, 0));
+    assert_eq!(
+        r.result,
+        Ok(WriteResponse::LeaseRevoke(LeaseRevokeResponse { header: hdr(rev + 2) }))
+    );
+    assert_eq!(model.apply(&revoke(3)), (r.result, r.events));
+    assert!(h.store().leases().is_empty());
+    // A revoked id can be granted again, and the state survives all the way.
+    w(&mut h, &mut model, grant(1, 10));
+    w(&mut h, &mut model, put_leased("z", "1", 1));
+    h.snapshot_restore(false);
+    h.check_history(&model);
+    h.reopen();
+    h.check_history(&model);
+    assert_eq!(lease_keys(&h, 1), Some(vec!["z"]));
+}
+
+#[test]
+fn lease_lifecycle_mem() {
+    lease_lifecycle(Harness::mem(test_config()));
+}
+
+#[test]
+fn lease_lifecycle_rocksdb() {
+    lease_lifecycle(Harness::rocks(test_config()));
 }
