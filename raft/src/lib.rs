@@ -70,6 +70,7 @@
 //!   durability of earlier writes is then unknown).
 
 pub mod error;
+pub mod lessor;
 pub mod log_store;
 pub mod network;
 pub mod node;

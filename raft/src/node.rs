@@ -35,6 +35,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cairn_api::etcdserverpb::{LeaseCheckpoint, LeaseCheckpointRequest, LeaseRevokeRequest};
 use cairn_storage::{StorageError, Store, WriteRequest, WriteResponse};
 use openraft::errors::{ChangeMembershipError, ClientWriteError, LinearizableReadError, RaftError};
 use openraft::async_runtime::watch::WatchReceiver;
@@ -45,6 +46,7 @@ use tokio::time::Instant;
 
 use crate::log_store::RocksLogStore;
 use crate::network::{CairnRaft, ForwardHandler, LeaderContact, PeerNetwork, RaftPeerService, RaftServer};
+use crate::lessor::{Lessor, CHECKPOINT_BATCH, REVOKE_RATE};
 use crate::state_machine::{ApplyObserver, StateMachine};
 use crate::types::{Member, NodeId, RaftRequest, RaftResponse};
 
@@ -142,6 +144,10 @@ pub enum ForwardRequest {
     /// Membership as this member knows it, and the cluster id; answered by
     /// any member (used by a member joining with `--initial-cluster-state existing`).
     ListMembers,
+    /// Renews a lease on the leader's clock.
+    LeaseKeepAlive { id: i64 },
+    /// A lease's remaining and granted TTL on the leader's clock.
+    LeaseTimeToLive { id: i64 },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -149,7 +155,10 @@ pub enum ForwardReply {
     Proposed(RaftResponse),
     ReadIndex(u64),
     Members { cluster_id: u64, members: Vec<MemberInfo> },
-    Done,
+    /// The TTL granted by a keep-alive; 0 = no such lease.
+    LeaseTtl(i64),
+    /// (remaining, granted) TTL; `None` = no such lease.
+    LeaseStatus(Option<(i64, i64)>),
 }
 
 type ForwardResult = Result<ForwardReply, ClusterError>;
@@ -177,6 +186,7 @@ struct Inner {
     network: PeerNetwork,
     store: Arc<Store>,
     leader_contact: Arc<LeaderContact>,
+    lessor: parking_lot::Mutex<Lessor>,
 }
 
 fn fatal<E: std::fmt::Display>(e: E) -> ClusterError {
@@ -219,7 +229,10 @@ impl RaftNode {
         let network = PeerNetwork::new(cfg.id);
         let raft = CairnRaft::new(cfg.id, config, network.clone(), log_store, sm).await.map_err(fatal)?;
         let leader_contact = Arc::default();
-        Ok(RaftNode { inner: Arc::new(Inner { cfg, raft, network, store, leader_contact }) })
+        let lessor = Default::default();
+        let node = RaftNode { inner: Arc::new(Inner { cfg, raft, network, store, leader_contact, lessor }) };
+        tokio::spawn(node.clone().run_lessor());
+        Ok(node)
     }
 
     /// The `cairnraftpb.Raft` service to mount on the peer listener.
@@ -528,6 +541,76 @@ impl RaftNode {
         }
     }
 
+    /// Renews lease `id` on the leader's clock; returns its TTL, 0 if there
+    /// is no such lease (etcd's keep-alive answer).
+    pub async fn lease_keep_alive(&self, id: i64) -> Result<i64, ClusterError> {
+        match self.on_leader(ForwardRequest::LeaseKeepAlive { id }).await? {
+            ForwardReply::LeaseTtl(ttl) => Ok(ttl),
+            other => Err(fatal(format!("unexpected reply to a keep-alive: {other:?}"))),
+        }
+    }
+
+    /// (remaining, granted) TTL of lease `id` on the leader's clock.
+    pub async fn lease_time_to_live(&self, id: i64) -> Result<Option<(i64, i64)>, ClusterError> {
+        match self.on_leader(ForwardRequest::LeaseTimeToLive { id }).await? {
+            ForwardReply::LeaseStatus(s) => Ok(s),
+            other => Err(fatal(format!("unexpected reply to a time-to-live: {other:?}"))),
+        }
+    }
+
+    /// The leader's lease clock: every tick, follow leadership changes and
+    /// the store's leases, propose revokes of expired leases (at most
+    /// [`REVOKE_RATE`] per second) and, periodically, checkpoints.
+    async fn run_lessor(self) {
+        const TICK: Duration = Duration::from_millis(500);
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if self.inner.raft.metrics().borrow_watched().running_state.is_err() {
+                return;
+            }
+            let leading = self.status().leader == Some(self.id());
+            let leases = self.inner.store.leases();
+            let now = std::time::Instant::now();
+            let (expired, checkpoint) = {
+                let mut lessor = self.inner.lessor.lock();
+                if !leading {
+                    if lessor.is_primary() {
+                        lessor.demote();
+                    }
+                    continue;
+                }
+                if !lessor.is_primary() {
+                    lessor.promote(&leases, self.inner.cfg.election, now);
+                } else {
+                    lessor.sync(&leases, now);
+                }
+                let max = REVOKE_RATE * TICK.as_millis() as usize / 1000;
+                (lessor.expired(now, max, self.inner.cfg.request_timeout), lessor.checkpoint(now))
+            };
+            let revokes = expired.into_iter().map(|id| {
+                let node = self.clone();
+                async move {
+                    let req = WriteRequest::LeaseRevoke(LeaseRevokeRequest { id });
+                    match node.propose(&req).await {
+                        Ok(Ok(_)) | Ok(Err(StorageError::LeaseNotFound)) => {}
+                        Ok(Err(e)) => tracing::warn!(lease = id, error = %e, "revoking an expired lease"),
+                        Err(e) => tracing::debug!(lease = id, error = %e, "revoking an expired lease; will retry"),
+                    }
+                }
+            });
+            futures_util::future::join_all(revokes).await;
+            for chunk in checkpoint.unwrap_or_default().chunks(CHECKPOINT_BATCH) {
+                let checkpoints = chunk.iter().map(|(id, remaining_ttl)| LeaseCheckpoint { id: *id, remaining_ttl: *remaining_ttl }).collect();
+                let req = WriteRequest::LeaseCheckpoint(LeaseCheckpointRequest { checkpoints });
+                if let Err(e) = self.propose(&req).await {
+                    tracing::debug!(error = %e, "lease checkpoint");
+                }
+            }
+        }
+    }
+
     /// Stops Raft (the log store is flushed and closed when dropped).
     pub async fn shutdown(&self) {
         if let Err(e) = self.inner.raft.shutdown().await {
@@ -551,6 +634,22 @@ impl RaftNode {
                 Err(e) => Err(fatal(e)),
             },
             ForwardRequest::ListMembers => Ok(self.members_reply()),
+            ForwardRequest::LeaseKeepAlive { id } => {
+                let mut lessor = self.inner.lessor.lock();
+                if !lessor.is_primary() {
+                    // Leading, but the clock has not taken over yet.
+                    return Err(ClusterError::NotLeader);
+                }
+                let ttl = lessor.keep_alive(&self.inner.store, id, std::time::Instant::now());
+                Ok(ForwardReply::LeaseTtl(ttl.unwrap_or(0)))
+            }
+            ForwardRequest::LeaseTimeToLive { id } => {
+                let lessor = self.inner.lessor.lock();
+                if !lessor.is_primary() {
+                    return Err(ClusterError::NotLeader);
+                }
+                Ok(ForwardReply::LeaseStatus(lessor.time_to_live(&self.inner.store, id, std::time::Instant::now())))
+            }
             ForwardRequest::AddMember { id, peer_urls, learner } => {
                 let members = self.members();
                 if members.iter().any(|m| m.id == id) {
