@@ -9,6 +9,7 @@ mod http;
 mod identity;
 mod ids;
 mod kv;
+mod lease;
 mod maintenance;
 mod watch;
 
@@ -20,8 +21,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use cairn_api::etcdserverpb::{
-    cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
-    watch_server::WatchServer,
+    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
+    maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use cairn_raft::{Member, NodeConfig, RaftNode};
 use cairn_storage::{RocksEngine, Store, StoreConfig};
@@ -298,6 +299,8 @@ fn grpc_routes(backend: &Backend, hub: &WatchHub, cfg: &Config) -> tonic::servic
         Duration::from_millis(cfg.election_timeout),
     ))
     .max_decoding_message_size(max_decode);
+    let lease = LeaseServer::new(lease::LeaseService::new(backend.clone(), Duration::from_millis(cfg.election_timeout)))
+        .max_decoding_message_size(max_decode);
     // Unknown gRPC methods (services not built yet) fall back to gRPC's
     // Unimplemented; the HTTP endpoints sit beside them on the same port.
     let grpc = tonic::service::Routes::default()
@@ -305,6 +308,7 @@ fn grpc_routes(backend: &Backend, hub: &WatchHub, cfg: &Config) -> tonic::servic
         .add_service(maintenance)
         .add_service(cluster)
         .add_service(watch)
+        .add_service(lease)
         .into_axum_router()
         .fallback(http::fallback);
     tonic::service::Routes::from(grpc.merge(http::router(backend.clone())))

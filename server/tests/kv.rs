@@ -441,7 +441,7 @@ async fn status_and_http_endpoints() {
     assert_eq!(v["etcdcluster"], "3.6.0");
 
     // Services that do not exist yet answer Unimplemented.
-    let e = cl.lease_grant(10, None).await.unwrap_err();
+    let e = cl.lock("lock-name", None).await.unwrap_err();
     assert_eq!(status(e).0, Code::Unimplemented);
 }
 

@@ -1,0 +1,1022 @@
+//! The Lease service through the real binary: etcd-client (what Rust users of
+//! etcd run), raw generated stubs for the keep-alive stream (etcd-client
+//! refuses a TTL 0 answer), and the real `etcdctl` (3.4, `ETCDCTL_API=3`).
+//!
+//! Grant (ids, minimum and maximum TTL), attaching keys, revoke and expiry
+//! deleting every attached key in one revision, TimeToLive, Leases,
+//! keep-alive streams, followers forwarding to the leader, a leader failover
+//! and a burst of expiring leases.
+//!
+//! Every etcdctl output below and the gRPC behaviour checked here was taken
+//! from etcd 3.4.23 (etcdctl 3.4.23) running the same sequences.
+
+mod common;
+
+use std::collections::{BTreeSet, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cairn_api::etcdserverpb as pb;
+use common::{Cairn, Cluster};
+use etcd_client::{
+    Client, EventType, GetOptions, LeaseGrantOptions, LeaseTimeToLiveOptions, PutOptions, Txn, TxnOp, WatchOptions,
+    WatchStream,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+
+/// Bound for one request or one awaited stream message.
+const STEP: Duration = Duration::from_secs(10);
+/// etcd's largest TTL (`lease.MaxLeaseTTL`).
+const MAX_TTL: i64 = 9_000_000_000;
+/// The minimum TTL with the default 1000 ms election timeout: ceil(1.5 s).
+const MIN_TTL: i64 = 2;
+/// How late after its TTL an unrenewed lease may be revoked (etcd: up to an
+/// election timeout of extension plus its 500 ms expiry check and the revoke
+/// itself).
+const EXPIRY_SLACK: Duration = Duration::from_secs(3);
+
+const LEASE_NOT_FOUND: &str = "etcdserver: requested lease not found";
+const LEASE_EXISTS: &str = "etcdserver: lease already exists";
+const TTL_TOO_LARGE: &str = "etcdserver: too large lease TTL";
+
+async fn client(c: &Cairn) -> Client {
+    within(Client::connect([c.endpoint()], None)).await.expect("connect")
+}
+
+/// Awaits `f` for at most [`STEP`].
+async fn within<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(STEP, f).await.expect("answered in time")
+}
+
+/// The gRPC status behind an etcd-client error.
+fn status(e: etcd_client::Error) -> (Code, String) {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => (s.code(), s.message().to_string()),
+        other => panic!("expected a gRPC status, got {other:?}"),
+    }
+}
+
+fn not_found() -> (Code, String) {
+    (Code::NotFound, LEASE_NOT_FOUND.to_string())
+}
+
+async fn ttl_of(cl: &mut Client, id: i64) -> (i64, i64) {
+    let r = within(cl.lease_time_to_live(id, None)).await.unwrap();
+    assert_eq!(r.id(), id);
+    (r.ttl(), r.granted_ttl())
+}
+
+async fn keys_of(cl: &mut Client, id: i64) -> BTreeSet<String> {
+    let r = within(cl.lease_time_to_live(id, Some(LeaseTimeToLiveOptions::new().with_keys()))).await.unwrap();
+    r.keys().iter().map(|k| String::from_utf8(k.clone()).unwrap()).collect()
+}
+
+async fn lease_ids(cl: &mut Client) -> BTreeSet<i64> {
+    within(cl.leases()).await.unwrap().leases().iter().map(|l| l.id()).collect()
+}
+
+/// (value, lease) of `key`, None if absent.
+async fn get_one(cl: &mut Client, key: &str) -> Option<(String, i64)> {
+    let r = within(cl.get(key, None)).await.unwrap();
+    r.kvs().first().map(|kv| (kv.value_str().unwrap().to_string(), kv.lease()))
+}
+
+async fn revision(cl: &mut Client) -> i64 {
+    within(cl.get("revision-probe", None)).await.unwrap().header().unwrap().revision()
+}
+
+async fn next_watch(stream: &mut WatchStream) -> etcd_client::WatchResponse {
+    within(stream.message()).await.unwrap().expect("watch stream open")
+}
+
+/// (key, mod_revision, type) of every event in one watch response.
+fn events(r: &etcd_client::WatchResponse) -> Vec<(String, i64, EventType)> {
+    r.events()
+        .iter()
+        .map(|e| {
+            let kv = e.kv().unwrap();
+            (kv.key_str().unwrap().to_string(), kv.mod_revision(), e.event_type())
+        })
+        .collect()
+}
+
+/// Asserts that one watch response deletes exactly `keys`, all in one revision; returns it.
+fn assert_one_revision_of_deletes(r: &etcd_client::WatchResponse, keys: &[&str]) -> i64 {
+    let evs = events(r);
+    assert_eq!(evs.len(), keys.len(), "all attached keys' deletes in one watch response: {evs:?}");
+    let rev = evs[0].1;
+    assert!(evs.iter().all(|e| e.1 == rev && e.2 == EventType::Delete), "one revision of deletes: {evs:?}");
+    let got: BTreeSet<&str> = evs.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(got, keys.iter().copied().collect());
+    rev
+}
+
+/// A raw LeaseKeepAlive stream: one request in, one response out.
+struct KeepAlive {
+    tx: mpsc::Sender<pb::LeaseKeepAliveRequest>,
+    rx: tonic::Streaming<pb::LeaseKeepAliveResponse>,
+}
+
+impl KeepAlive {
+    /// Opens a stream on `endpoint` with a first keep-alive of `id` (sent
+    /// before the call: a server may hold its headers until the first
+    /// message) and returns the stream and its first answer.
+    async fn open(endpoint: &str, id: i64) -> (KeepAlive, pb::LeaseKeepAliveResponse) {
+        let (ka, first) = Self::try_open(endpoint, id).await.expect("keep-alive stream");
+        (ka, first)
+    }
+
+    async fn try_open(endpoint: &str, id: i64) -> Result<(KeepAlive, pb::LeaseKeepAliveResponse), String> {
+        let connect = pb::lease_client::LeaseClient::connect(endpoint.to_string());
+        let mut raw = tokio::time::timeout(STEP, connect).await.map_err(|_| "connect timeout".to_string())?.map_err(|e| e.to_string())?;
+        let (tx, rx) = mpsc::channel(16);
+        tx.send(pb::LeaseKeepAliveRequest { id }).await.unwrap();
+        let rx = tokio::time::timeout(STEP, raw.lease_keep_alive(ReceiverStream::new(rx)))
+            .await
+            .map_err(|_| "open timeout".to_string())?
+            .map_err(|e| e.to_string())?
+            .into_inner();
+        let mut ka = KeepAlive { tx, rx };
+        let first = ka.recv().await?;
+        Ok((ka, first))
+    }
+
+    async fn recv(&mut self) -> Result<pb::LeaseKeepAliveResponse, String> {
+        match tokio::time::timeout(STEP, self.rx.message()).await {
+            Err(_) => Err("no keep-alive response in time".into()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Ok(None)) => Err("keep-alive stream closed".into()),
+            Ok(Ok(Some(r))) => Ok(r),
+        }
+    }
+
+    async fn try_ping(&mut self, id: i64) -> Result<pb::LeaseKeepAliveResponse, String> {
+        self.tx.send(pb::LeaseKeepAliveRequest { id }).await.map_err(|e| e.to_string())?;
+        self.recv().await
+    }
+
+    /// Sends a keep-alive of `id`; returns the answer's (ID, TTL).
+    async fn ping(&mut self, id: i64) -> (i64, i64) {
+        let r = self.try_ping(id).await.unwrap_or_else(|e| panic!("keep-alive of {id:#x}: {e}"));
+        (r.id, r.ttl)
+    }
+}
+
+/// The index of the leader and of the two followers of a 3-member cluster.
+async fn roles(cluster: &Cluster) -> (usize, usize, usize) {
+    let mut probe = Client::connect([cluster.members[0].endpoint()], None).await.unwrap();
+    let leader = within(probe.status()).await.unwrap().leader();
+    let mut ids = Vec::new();
+    for m in &cluster.members {
+        let mut c = Client::connect([m.endpoint()], None).await.unwrap();
+        ids.push(within(c.status()).await.unwrap().header().unwrap().member_id());
+    }
+    let l = ids.iter().position(|id| *id == leader).expect("leader among the members");
+    let f: Vec<usize> = (0..3).filter(|i| *i != l).collect();
+    (l, f[0], f[1])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grant_ids_ttls_and_errors() {
+    let c = Cairn::start();
+    let mut cl = client(&c).await;
+
+    // ID 0: the server picks positive, distinct ids; the response carries the TTL.
+    let mut picked = BTreeSet::new();
+    for _ in 0..20 {
+        let g = within(cl.lease_grant(60, None)).await.unwrap();
+        assert!(g.id() > 0, "picked id {}", g.id());
+        assert_eq!(g.ttl(), 60);
+        assert_eq!(g.error(), "");
+        assert!(picked.insert(g.id()), "id {:#x} picked twice", g.id());
+    }
+
+    // An explicit id is honoured; granting it again is etcd's refusal.
+    let g = within(cl.lease_grant(30, Some(LeaseGrantOptions::new().with_id(0x1234)))).await.unwrap();
+    assert_eq!((g.id(), g.ttl()), (0x1234, 30));
+    let e = within(cl.lease_grant(45, Some(LeaseGrantOptions::new().with_id(0x1234)))).await.unwrap_err();
+    assert_eq!(status(e), (Code::FailedPrecondition, LEASE_EXISTS.to_string()));
+    // The refused grant changed nothing.
+    assert_eq!(ttl_of(&mut cl, 0x1234).await.1, 30);
+    let taken = *picked.iter().next().unwrap();
+    let e = within(cl.lease_grant(45, Some(LeaseGrantOptions::new().with_id(taken)))).await.unwrap_err();
+    assert_eq!(status(e), (Code::FailedPrecondition, LEASE_EXISTS.to_string()));
+
+    // Below the minimum (ceil(1.5 x the 1000 ms election timeout) = 2 s): raised.
+    for ttl in [0, 1] {
+        let g = within(cl.lease_grant(ttl, None)).await.unwrap();
+        assert_eq!(g.ttl(), MIN_TTL, "TTL {ttl} granted as");
+        assert_eq!(ttl_of(&mut cl, g.id()).await.1, MIN_TTL);
+        within(cl.lease_revoke(g.id())).await.unwrap();
+    }
+    assert_eq!(within(cl.lease_grant(MIN_TTL + 1, None)).await.unwrap().ttl(), MIN_TTL + 1);
+
+    // Above etcd's maximum: refused; the maximum itself is fine.
+    let e = within(cl.lease_grant(MAX_TTL + 1, None)).await.unwrap_err();
+    assert_eq!(status(e), (Code::OutOfRange, TTL_TOO_LARGE.to_string()));
+    let e = within(cl.lease_grant(i64::MAX, Some(LeaseGrantOptions::new().with_id(0x99)))).await.unwrap_err();
+    assert_eq!(status(e), (Code::OutOfRange, TTL_TOO_LARGE.to_string()));
+    let big = within(cl.lease_grant(MAX_TTL, Some(LeaseGrantOptions::new().with_id(0x99)))).await.unwrap();
+    assert_eq!((big.id(), big.ttl()), (0x99, MAX_TTL));
+    let (ttl, granted) = ttl_of(&mut cl, 0x99).await;
+    assert_eq!(granted, MAX_TTL);
+    assert!(ttl > MAX_TTL - 60 && ttl <= MAX_TTL, "remaining {ttl}");
+
+    // Leases lists every live lease.
+    let all = lease_ids(&mut cl).await;
+    for id in picked.iter().chain([&0x1234, &0x99]) {
+        assert!(all.contains(id), "{id:#x} missing from {all:?}");
+    }
+    assert_eq!(all.len(), picked.len() + 3, "{all:?}");
+    // A revoked explicit id can be granted again.
+    within(cl.lease_revoke(0x1234)).await.unwrap();
+    assert!(!lease_ids(&mut cl).await.contains(&0x1234));
+    let g = within(cl.lease_grant(20, Some(LeaseGrantOptions::new().with_id(0x1234)))).await.unwrap();
+    assert_eq!((g.id(), g.ttl()), (0x1234, 20));
+}
+
+/// With `--election-timeout=500` the minimum TTL is ceil(0.75 s) = 1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn minimum_ttl_follows_the_election_timeout() {
+    let c = Cairn::start_with(&["--election-timeout=500", "--heartbeat-interval=50"]);
+    let mut cl = client(&c).await;
+    for (asked, granted) in [(0, 1), (1, 1), (2, 2)] {
+        let g = within(cl.lease_grant(asked, None)).await.unwrap();
+        assert_eq!(g.ttl(), granted, "TTL {asked} granted as");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn put_attaches_keys_and_checks_the_lease() {
+    let c = Cairn::start();
+    let mut cl = client(&c).await;
+    let a = within(cl.lease_grant(60, None)).await.unwrap().id();
+    let b = within(cl.lease_grant(60, None)).await.unwrap().id();
+
+    within(cl.put("k", "v1", Some(PutOptions::new().with_lease(a)))).await.unwrap();
+    assert_eq!(get_one(&mut cl, "k").await, Some(("v1".into(), a)));
+    assert_eq!(keys_of(&mut cl, a).await, ["k".to_string()].into());
+
+    // A lease that does not exist: refused, nothing written.
+    let rev = revision(&mut cl).await;
+    let e = within(cl.put("k", "v2", Some(PutOptions::new().with_lease(0x5eed)))).await.unwrap_err();
+    assert_eq!(status(e), not_found());
+    let e = within(cl.put("fresh", "v", Some(PutOptions::new().with_lease(0x5eed)))).await.unwrap_err();
+    assert_eq!(status(e), not_found());
+    // Also inside a txn (checked before anything is applied).
+    let txn = Txn::new().and_then([
+        TxnOp::put("t1", "x", None),
+        TxnOp::put("t2", "y", Some(PutOptions::new().with_lease(0x5eed))),
+    ]);
+    assert_eq!(status(within(cl.txn(txn)).await.unwrap_err()), not_found());
+    assert_eq!(revision(&mut cl).await, rev, "a refused write changed the revision");
+    assert_eq!(get_one(&mut cl, "k").await, Some(("v1".into(), a)));
+    assert_eq!(get_one(&mut cl, "fresh").await, None);
+    assert_eq!(get_one(&mut cl, "t1").await, None);
+
+    // A txn put with a live lease attaches too.
+    let txn = Txn::new().and_then([TxnOp::put("t1", "x", Some(PutOptions::new().with_lease(b)))]);
+    assert!(within(cl.txn(txn)).await.unwrap().succeeded());
+    assert_eq!(get_one(&mut cl, "t1").await, Some(("x".into(), b)));
+
+    // ignore_lease keeps the key's lease; a put with another lease moves the
+    // key; a plain put detaches it.
+    within(cl.put("k", "v2", Some(PutOptions::new().with_ignore_lease()))).await.unwrap();
+    assert_eq!(get_one(&mut cl, "k").await, Some(("v2".into(), a)));
+    assert_eq!(keys_of(&mut cl, a).await, ["k".to_string()].into());
+    within(cl.put("k", "v3", Some(PutOptions::new().with_lease(b)))).await.unwrap();
+    assert_eq!(get_one(&mut cl, "k").await, Some(("v3".into(), b)));
+    assert_eq!(keys_of(&mut cl, a).await, BTreeSet::new());
+    assert_eq!(keys_of(&mut cl, b).await, ["k".to_string(), "t1".to_string()].into());
+    within(cl.put("k", "v4", None)).await.unwrap();
+    assert_eq!(get_one(&mut cl, "k").await, Some(("v4".into(), 0)));
+    assert_eq!(keys_of(&mut cl, b).await, ["t1".to_string()].into());
+    // Revoking a lease the key left does not touch it.
+    within(cl.lease_revoke(a)).await.unwrap();
+    assert_eq!(get_one(&mut cl, "k").await, Some(("v4".into(), 0)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revoke_deletes_every_attached_key_in_one_revision() {
+    let c = Cairn::start();
+    let mut cl = client(&c).await;
+    let mut w = client(&c).await;
+    let id = within(cl.lease_grant(60, None)).await.unwrap().id();
+    let other = within(cl.lease_grant(60, None)).await.unwrap().id();
+    let keys = ["r/a", "r/b", "r/c", "r/d", "r/e"];
+    for k in keys {
+        within(cl.put(k, "v", Some(PutOptions::new().with_lease(id)))).await.unwrap();
+    }
+    within(cl.put("r/plain", "v", None)).await.unwrap();
+    within(cl.put("r/other", "v", Some(PutOptions::new().with_lease(other)))).await.unwrap();
+    assert_eq!(keys_of(&mut cl, id).await, keys.iter().map(|k| k.to_string()).collect());
+
+    let mut stream = within(w.watch("r/", Some(WatchOptions::new().with_prefix()))).await.unwrap();
+    assert!(next_watch(&mut stream).await.created());
+    let before = revision(&mut cl).await;
+    let r = within(cl.lease_revoke(id)).await.unwrap();
+    let rev = r.header().unwrap().revision();
+    assert_eq!(rev, before + 1, "the revoke is one revision");
+
+    let deletes = next_watch(&mut stream).await;
+    assert_eq!(assert_one_revision_of_deletes(&deletes, &keys), rev);
+    let left = within(cl.get("r/", Some(GetOptions::new().with_prefix().with_keys_only()))).await.unwrap();
+    let left: Vec<&str> = left.kvs().iter().map(|kv| kv.key_str().unwrap()).collect();
+    assert_eq!(left, ["r/other", "r/plain"]);
+
+    // Gone: TimeToLive says -1 (no error), Leases no longer lists it,
+    // revoking again or attaching to it is "not found".
+    assert_eq!(ttl_of(&mut cl, id).await.0, -1);
+    assert_eq!(lease_ids(&mut cl).await, [other].into());
+    assert_eq!(status(within(cl.lease_revoke(id)).await.unwrap_err()), not_found());
+    assert_eq!(status(within(cl.lease_revoke(0x7e57)).await.unwrap_err()), not_found());
+    let e = within(cl.put("r/a", "again", Some(PutOptions::new().with_lease(id)))).await.unwrap_err();
+    assert_eq!(status(e), not_found());
+    // A lease without keys is revoked in a revision of its own too (etcd
+    // always writes the revoke's txn), but no event is sent.
+    let empty = within(cl.lease_grant(60, None)).await.unwrap().id();
+    within(cl.lease_revoke(empty)).await.unwrap();
+    if let Ok(r) = tokio::time::timeout(Duration::from_millis(300), stream.message()).await {
+        panic!("unexpected watch response: {r:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn time_to_live_reports_remaining_granted_and_keys() {
+    let c = Cairn::start();
+    let mut cl = client(&c).await;
+    let id = within(cl.lease_grant(30, None)).await.unwrap().id();
+    within(cl.put("b", "1", Some(PutOptions::new().with_lease(id)))).await.unwrap();
+    within(cl.put("a", "1", Some(PutOptions::new().with_lease(id)))).await.unwrap();
+
+    let r = within(cl.lease_time_to_live(id, Some(LeaseTimeToLiveOptions::new().with_keys()))).await.unwrap();
+    assert_eq!((r.id(), r.granted_ttl()), (id, 30));
+    assert!(r.ttl() > 25 && r.ttl() <= 30, "remaining {}", r.ttl());
+    let keys: BTreeSet<&[u8]> = r.keys().iter().map(|k| k.as_slice()).collect();
+    assert_eq!(keys, [&b"a"[..], &b"b"[..]].into());
+    // Without `keys`, none are listed.
+    let r = within(cl.lease_time_to_live(id, None)).await.unwrap();
+    assert!(r.keys().is_empty(), "{:?}", r.keys());
+
+    // It counts down. etcd 3.4.23 reports 27 here (27.9 s truncated); a
+    // lease granted just after the member became leader may start with up to
+    // an election timeout of extension (etcd extends every lease when a
+    // leader takes over), so only "below the granted TTL" is required after
+    // 2.1 s, then a whole second less after another 1.1 s.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (ttl, granted) = ttl_of(&mut cl, id).await;
+    assert_eq!(granted, 30);
+    assert!(ttl > 20 && ttl < 30, "remaining {ttl} two seconds later");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (later, _) = ttl_of(&mut cl, id).await;
+    assert!(later > 20 && later <= ttl - 1, "remaining {later} 1.1 s after {ttl}");
+
+    // Unknown: TTL -1, grantedTTL 0, no keys, no error.
+    let r = within(cl.lease_time_to_live(0xdead, Some(LeaseTimeToLiveOptions::new().with_keys()))).await.unwrap();
+    assert_eq!((r.id(), r.ttl(), r.granted_ttl()), (0xdead, -1, 0));
+    assert!(r.keys().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn keep_alive_stream_renews_and_answers_ttl_0_for_missing_leases() {
+    let c = Cairn::start();
+    let mut cl = client(&c).await;
+    let a = within(cl.lease_grant(10, None)).await.unwrap().id();
+    let revoked = within(cl.lease_grant(10, None)).await.unwrap().id();
+    within(cl.lease_revoke(revoked)).await.unwrap();
+    let short = within(cl.lease_grant(MIN_TTL, None)).await.unwrap().id();
+
+    let (mut ka, first) = KeepAlive::open(&c.endpoint(), a).await;
+    assert_eq!((first.id, first.ttl), (a, 10));
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let (ttl, _) = ttl_of(&mut cl, a).await;
+    assert!(ttl <= 8, "remaining {ttl} two seconds after a keep-alive");
+    // Each keep-alive answers the full TTL and renews it.
+    assert_eq!(ka.ping(a).await, (a, 10));
+    let (ttl, _) = ttl_of(&mut cl, a).await;
+    assert!((9..=10).contains(&ttl), "remaining {ttl} right after a keep-alive");
+
+    // Unknown and revoked leases: TTL 0, the stream stays open.
+    assert_eq!(ka.ping(0x7777).await, (0x7777, 0));
+    assert_eq!(ka.ping(revoked).await, (revoked, 0));
+    assert_eq!(ka.ping(a).await, (a, 10));
+
+    // An expired lease (its TTL ran out, never kept alive): TTL 0 as well.
+    let deadline = Instant::now() + Duration::from_secs(MIN_TTL as u64) + EXPIRY_SLACK + Duration::from_secs(1);
+    while ttl_of(&mut cl, short).await.0 != -1 {
+        assert!(Instant::now() < deadline, "lease {short:#x} did not expire");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ka.ping(short).await, (short, 0));
+    assert_eq!(ka.ping(a).await, (a, 10));
+    // Several requests in flight are each answered, in order.
+    for id in [a, 0x7777, a] {
+        ka.tx.send(pb::LeaseKeepAliveRequest { id }).await.unwrap();
+    }
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let r = ka.recv().await.unwrap();
+        got.push((r.id, r.ttl));
+    }
+    assert_eq!(got, vec![(a, 10), (0x7777, 0), (a, 10)]);
+    assert_eq!(lease_ids(&mut cl).await, [a].into());
+}
+
+/// An unrenewed lease expires after its TTL (not before) and takes all its
+/// keys in one revision; a lease kept alive next to it does not expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expiry_deletes_keys_in_one_revision_and_keep_alive_prevents_it() {
+    let c = Cairn::start();
+    let mut cl = client(&c).await;
+    let mut w = client(&c).await;
+    let mut stream = within(w.watch("e/", Some(WatchOptions::new().with_prefix()))).await.unwrap();
+    assert!(next_watch(&mut stream).await.created());
+
+    // The kept lease: renewed every 500 ms by etcd-client's keeper.
+    let kept = within(cl.lease_grant(MIN_TTL, None)).await.unwrap().id();
+    within(cl.put("kept", "v", Some(PutOptions::new().with_lease(kept)))).await.unwrap();
+    let (mut keeper, mut replies) = within(cl.lease_keep_alive(kept)).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let renewals = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut ttls = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                within(keeper.keep_alive()).await.unwrap();
+                let r = within(replies.message()).await.unwrap().expect("keep-alive stream open");
+                ttls.push(r.ttl());
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            ttls
+        })
+    };
+
+    let id = within(cl.lease_grant(MIN_TTL, None)).await.unwrap().id();
+    let granted = Instant::now();
+    let keys = ["e/1", "e/2", "e/3"];
+    for k in keys {
+        within(cl.put(k, "v", Some(PutOptions::new().with_lease(id)))).await.unwrap();
+    }
+    for _ in keys {
+        assert_eq!(events(&next_watch(&mut stream).await)[0].2, EventType::Put);
+    }
+    let limit = Duration::from_secs(MIN_TTL as u64) + EXPIRY_SLACK;
+    let r = tokio::time::timeout(limit, stream.message())
+        .await
+        .unwrap_or_else(|_| panic!("lease {id:#x} (TTL {MIN_TTL}s) not expired within {limit:?}"))
+        .unwrap()
+        .unwrap();
+    let took = granted.elapsed();
+    eprintln!("lease with TTL {MIN_TTL}s expired {took:?} after its grant");
+    assert!(took >= Duration::from_millis(MIN_TTL as u64 * 1000 - 500), "expired early, after {took:?}");
+    assert_one_revision_of_deletes(&r, &keys);
+    assert_eq!(ttl_of(&mut cl, id).await, (-1, 0));
+    assert!(!lease_ids(&mut cl).await.contains(&id));
+    assert_eq!(within(cl.get("e/", Some(GetOptions::new().with_prefix()))).await.unwrap().count(), 0);
+
+    // The kept lease outlives two more of its TTLs.
+    tokio::time::sleep(Duration::from_secs(2 * MIN_TTL as u64)).await;
+    assert_eq!(get_one(&mut cl, "kept").await, Some(("v".into(), kept)));
+    assert!(ttl_of(&mut cl, kept).await.0 > 0);
+    stop.store(true, Ordering::Relaxed);
+    let ttls = within(renewals).await.unwrap();
+    assert!(ttls.len() >= 8 && ttls.iter().all(|t| *t == MIN_TTL), "keep-alive answers {ttls:?}");
+    // Once no longer renewed, it expires too.
+    let deadline = Instant::now() + limit;
+    while get_one(&mut cl, "kept").await.is_some() {
+        assert!(Instant::now() < deadline, "kept lease did not expire once its keep-alives stopped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every lease RPC through followers (which forward to the leader).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lease_rpcs_through_followers() {
+    let cluster = Cluster::start(3, &[]);
+    let (l, f1, f2) = roles(&cluster).await;
+    let ep = |i: usize| cluster.members[i].endpoint();
+    let mut c1 = client(&cluster.members[f1]).await;
+    let mut c2 = client(&cluster.members[f2]).await;
+    let mut cl = client(&cluster.members[l]).await;
+
+    // Ids picked through every member are positive and distinct.
+    let mut ids = HashSet::new();
+    for c in [&mut c1, &mut c2, &mut cl] {
+        for _ in 0..5 {
+            let g = within(c.lease_grant(30, None)).await.unwrap();
+            assert!(g.id() > 0 && g.ttl() == 30, "{g:?}");
+            assert!(ids.insert(g.id()), "id {:#x} picked twice", g.id());
+        }
+    }
+    let id = *ids.iter().next().unwrap();
+    let g = within(c2.lease_grant(30, Some(LeaseGrantOptions::new().with_id(0x42)))).await.unwrap();
+    assert_eq!((g.id(), g.ttl()), (0x42, 30));
+    let e = within(c1.lease_grant(30, Some(LeaseGrantOptions::new().with_id(0x42)))).await.unwrap_err();
+    assert_eq!(status(e), (Code::FailedPrecondition, LEASE_EXISTS.to_string()));
+    assert_eq!(within(c1.lease_grant(1, None)).await.unwrap().ttl(), MIN_TTL);
+    let e = within(c2.lease_grant(MAX_TTL + 1, None)).await.unwrap_err();
+    assert_eq!(status(e), (Code::OutOfRange, TTL_TOO_LARGE.to_string()));
+
+    within(c2.put("f/a", "v", Some(PutOptions::new().with_lease(id)))).await.unwrap();
+    within(c1.put("f/b", "v", Some(PutOptions::new().with_lease(id)))).await.unwrap();
+    let e = within(c1.put("f/c", "v", Some(PutOptions::new().with_lease(0xabc)))).await.unwrap_err();
+    assert_eq!(status(e), not_found());
+    for c in [&mut c1, &mut c2] {
+        let (ttl, granted) = ttl_of(c, id).await;
+        assert_eq!(granted, 30);
+        assert!(ttl > 25 && ttl <= 30, "remaining {ttl}");
+        assert_eq!(keys_of(c, id).await, ["f/a".to_string(), "f/b".to_string()].into());
+        let all = lease_ids(c).await;
+        assert!(ids.iter().all(|i| all.contains(i)) && all.contains(&0x42), "{all:?}");
+        assert_eq!(ttl_of(c, 0xabc).await, (-1, 0));
+    }
+
+    // Keep-alive through a follower renews the lease the leader holds.
+    let (mut ka, first) = KeepAlive::open(&ep(f1), id).await;
+    assert_eq!((first.id, first.ttl), (id, 30));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(ttl_of(&mut c2, id).await.0 <= 28);
+    assert_eq!(ka.ping(id).await, (id, 30));
+    let (ttl, _) = ttl_of(&mut cl, id).await;
+    assert!(ttl >= 29, "remaining {ttl} on the leader right after a keep-alive through a follower");
+    assert_eq!(ka.ping(0xabc).await, (0xabc, 0));
+    let (mut ka2, first) = KeepAlive::open(&ep(f2), 0xabc).await;
+    assert_eq!((first.id, first.ttl), (0xabc, 0));
+    assert_eq!(ka2.ping(0x42).await, (0x42, 30));
+
+    // Revoke through a follower: a watcher on the other follower sees both
+    // deletes in one response.
+    let mut w = client(&cluster.members[f1]).await;
+    let mut stream = within(w.watch("f/", Some(WatchOptions::new().with_prefix()))).await.unwrap();
+    assert!(next_watch(&mut stream).await.created());
+    let rev = within(c2.lease_revoke(id)).await.unwrap().header().unwrap().revision();
+    assert_eq!(assert_one_revision_of_deletes(&next_watch(&mut stream).await, &["f/a", "f/b"]), rev);
+    assert_eq!(get_one(&mut c1, "f/a").await, None);
+    assert_eq!(ttl_of(&mut c1, id).await.0, -1);
+    assert_eq!(ka.ping(id).await, (id, 0));
+    assert_eq!(status(within(c1.lease_revoke(id)).await.unwrap_err()), not_found());
+    assert!(!lease_ids(&mut c1).await.contains(&id));
+}
+
+/// Calls `f` with a fresh client on each of `endpoints` in turn until it
+/// succeeds or `limit` passes (errors while a new leader is elected are expected).
+async fn retry<T, F, Fut>(endpoints: &[String], limit: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let deadline = Instant::now() + limit;
+    let mut last = String::new();
+    for ep in endpoints.iter().cycle() {
+        assert!(Instant::now() < deadline, "{what}: no success within {limit:?}; last error: {last}");
+        let attempt = async {
+            let c = Client::connect([ep.clone()], None).await?;
+            f(c).await
+        };
+        match tokio::time::timeout(Duration::from_secs(3), attempt).await {
+            Ok(Ok(v)) => return v,
+            Ok(Err(e)) => last = e.to_string(),
+            Err(_) => last = "timeout".into(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    unreachable!()
+}
+
+/// The leader is killed: a lease kept alive through a follower does not
+/// expire; an unrenewed 10 s lease granted ~3 s before the kill survives
+/// the election (not expired early, remaining TTL within (0, 10]) and then
+/// expires within its TTL plus slack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leases_across_a_leader_failover() {
+    const KEPT_TTL: i64 = 5;
+    const IDLE_TTL: i64 = 10;
+    let mut cluster = Cluster::start(3, &[]);
+    let (l, f1, f2) = roles(&cluster).await;
+    let old_leader = within(client(&cluster.members[l]).await.status()).await.unwrap().leader();
+    let survivors = vec![cluster.members[f1].endpoint(), cluster.members[f2].endpoint()];
+    let mut c1 = client(&cluster.members[f1]).await;
+
+    let kept = within(c1.lease_grant(KEPT_TTL, None)).await.unwrap().id();
+    within(c1.put("kept", "v", Some(PutOptions::new().with_lease(kept)))).await.unwrap();
+    let idle = within(c1.lease_grant(IDLE_TTL, None)).await.unwrap().id();
+    let idle_granted = Instant::now();
+    within(c1.put("idle", "v", Some(PutOptions::new().with_lease(idle)))).await.unwrap();
+
+    // Keeps `kept` alive through follower f1 every 500 ms, reopening the
+    // stream whenever it breaks; records every TTL answered.
+    let stop = Arc::new(AtomicBool::new(false));
+    let answers = Arc::new(Mutex::new(Vec::new()));
+    let keeper = {
+        let (stop, answers, ep) = (stop.clone(), answers.clone(), survivors[0].clone());
+        tokio::spawn(async move {
+            let mut reopened = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let Ok((mut ka, first)) = KeepAlive::try_open(&ep, kept).await else {
+                    reopened += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                };
+                answers.lock().unwrap().push(first.ttl);
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    match ka.try_ping(kept).await {
+                        Ok(r) => answers.lock().unwrap().push(r.ttl),
+                        Err(_) => {
+                            reopened += 1;
+                            break;
+                        }
+                    }
+                }
+            }
+            reopened
+        })
+    };
+
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(idle_granted.elapsed())).await;
+    let killed_at = Instant::now();
+    cluster.members[l].kill9();
+
+    // A new leader among the survivors.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let new_leader = 'found: loop {
+        assert!(Instant::now() < deadline, "no new leader within 20s");
+        for ep in &survivors {
+            let Ok(Ok(mut c)) = tokio::time::timeout(Duration::from_secs(2), Client::connect([ep.clone()], None)).await else {
+                continue;
+            };
+            if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(2), c.status()).await {
+                if s.leader() != 0 && s.leader() != old_leader {
+                    break 'found s.leader();
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let elected = Instant::now();
+    eprintln!(
+        "new leader {new_leader:x} seen {:?} after the kill, {:?} after the idle lease's grant",
+        elected - killed_at,
+        elected - idle_granted
+    );
+
+    // The idle lease survived the election, with a remaining TTL that was not
+    // extended beyond its grant.
+    let (ttl, granted) = retry(&survivors, Duration::from_secs(15), "TimeToLive after failover", |mut c| async move {
+        let r = c.lease_time_to_live(idle, None).await?;
+        Ok((r.ttl(), r.granted_ttl()))
+    })
+    .await;
+    eprintln!("idle lease remaining TTL after the failover: {ttl}s ({:?} after its grant)", idle_granted.elapsed());
+    assert_eq!(granted, IDLE_TTL);
+    assert!(ttl > 0 && ttl <= IDLE_TTL, "idle lease remaining TTL {ttl} after the failover");
+    let idle_value = retry(&survivors, Duration::from_secs(15), "get idle after failover", |mut c| async move {
+        Ok(c.get("idle", None).await?.kvs().first().map(|kv| kv.lease()))
+    })
+    .await;
+    assert_eq!(idle_value, Some(idle), "the idle lease's key was gone right after the election");
+
+    // It then expires: not before its TTL since the grant, and within TTL + slack of the election.
+    let limit = elected + Duration::from_secs(IDLE_TTL as u64) + EXPIRY_SLACK;
+    loop {
+        let present = retry(&survivors, Duration::from_secs(10), "get idle", |mut c| async move {
+            Ok(!c.get("idle", None).await?.kvs().is_empty())
+        })
+        .await;
+        if !present {
+            break;
+        }
+        assert!(
+            Instant::now() < limit,
+            "idle lease not expired {:?} after the election (TTL {IDLE_TTL}s)",
+            elected.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let expired_after = idle_granted.elapsed();
+    eprintln!("idle lease expired {expired_after:?} after its grant, {:?} after the election", elected.elapsed());
+    assert!(
+        expired_after >= Duration::from_secs(IDLE_TTL as u64 - 1),
+        "idle lease expired early: {expired_after:?} after its grant"
+    );
+    let (ttl, _) = retry(&survivors, Duration::from_secs(10), "TimeToLive idle", |mut c| async move {
+        let r = c.lease_time_to_live(idle, None).await?;
+        Ok((r.ttl(), r.granted_ttl()))
+    })
+    .await;
+    assert_eq!(ttl, -1);
+
+    // The kept lease is still there: renewed across the failover, never answered TTL 0.
+    let kept_value = retry(&survivors, Duration::from_secs(10), "get kept", |mut c| async move {
+        Ok(c.get("kept", None).await?.kvs().first().map(|kv| kv.lease()))
+    })
+    .await;
+    assert_eq!(kept_value, Some(kept), "the kept-alive lease expired across the failover");
+    let (ttl, _) = retry(&survivors, Duration::from_secs(10), "TimeToLive kept", |mut c| async move {
+        let r = c.lease_time_to_live(kept, None).await?;
+        Ok((r.ttl(), r.granted_ttl()))
+    })
+    .await;
+    assert!(ttl > 0 && ttl <= KEPT_TTL + 1, "kept lease remaining TTL {ttl}");
+    stop.store(true, Ordering::Relaxed);
+    let reopened = within(keeper).await.unwrap();
+    let answers = answers.lock().unwrap().clone();
+    eprintln!("{} keep-alive answers, stream reopened {reopened} times", answers.len());
+    assert!(answers.len() >= 10, "too few keep-alives answered: {answers:?}");
+    assert!(answers.iter().all(|t| *t == KEPT_TTL), "keep-alive answers {answers:?}");
+}
+
+/// 2,000 leases of TTL 2 s with a key each, none renewed: all expire within
+/// ~10 s while plain puts keep a p99 under 1 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_expiring_leases() {
+    const N: usize = 2000;
+    const WORKERS: usize = 16;
+    let c = Cairn::start();
+    let cl = client(&c).await;
+    let started = Instant::now();
+
+    // Plain puts, one after another, for the whole run.
+    let stop = Arc::new(AtomicBool::new(false));
+    let prober = {
+        let (stop, mut pc) = (stop.clone(), cl.clone());
+        tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let r = tokio::time::timeout(Duration::from_secs(5), pc.put(format!("probe/{}", i % 10), format!("{i}"), None)).await;
+                let took = t.elapsed();
+                match r {
+                    Ok(Ok(_)) => samples.push((t, took)),
+                    Ok(Err(e)) => panic!("plain put failed during the lease expiry: {e}"),
+                    Err(_) => panic!("plain put took over 5s during the lease expiry"),
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            samples
+        })
+    };
+
+    let next = Arc::new(AtomicUsize::new(0));
+    let lost = Arc::new(AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..WORKERS {
+        let (next, lost, mut wc) = (next.clone(), lost.clone(), cl.clone());
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= N {
+                    break;
+                }
+                let g = within(wc.lease_grant(MIN_TTL, None)).await.unwrap();
+                let granted = Instant::now();
+                assert_eq!(g.ttl(), MIN_TTL);
+                match within(wc.put(format!("burst/{i:04}"), "v", Some(PutOptions::new().with_lease(g.id())))).await {
+                    Ok(_) => {}
+                    // Only possible if the put came a whole TTL after the grant.
+                    Err(e) if granted.elapsed() >= Duration::from_millis(MIN_TTL as u64 * 1000 - 500) => {
+                        assert_eq!(status(e), not_found());
+                        lost.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => panic!("put {i} with a lease granted {:?} ago: {e}", granted.elapsed()),
+                }
+            }
+        }));
+    }
+    for w in workers {
+        tokio::time::timeout(Duration::from_secs(120), w).await.expect("leases granted in time").unwrap();
+    }
+    let created = Instant::now();
+    eprintln!(
+        "{N} leases and keys created in {:?} ({} lease(s) expired before their put)",
+        created - started,
+        lost.load(Ordering::Relaxed)
+    );
+
+    let mut cl = cl;
+    let deadline = created + Duration::from_secs(10);
+    let mut remaining;
+    loop {
+        let r = within(cl.get("burst/", Some(GetOptions::new().with_prefix().with_count_only()))).await.unwrap();
+        remaining = r.count();
+        if remaining == 0 || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let gone = Instant::now();
+    stop.store(true, Ordering::Relaxed);
+    let samples = within(prober).await.unwrap();
+    assert_eq!(remaining, 0, "{remaining} leased keys left 10s after the last grant");
+    eprintln!(
+        "all {N} leased keys gone {:?} after the first grant, {:?} after the last",
+        gone - started,
+        gone - created
+    );
+
+    // Latency of the plain puts issued while leases were expiring (from one
+    // TTL after the first grant until the last key was gone).
+    let expiry_start = started + Duration::from_secs(MIN_TTL as u64);
+    let mut during: Vec<Duration> = samples.iter().filter(|(t, _)| *t >= expiry_start).map(|(_, d)| *d).collect();
+    let mut all: Vec<Duration> = samples.iter().map(|(_, d)| *d).collect();
+    during.sort();
+    all.sort();
+    assert!(during.len() >= 10, "only {} puts during the expiry", during.len());
+    let p99 = during[(during.len() * 99 / 100).min(during.len() - 1)];
+    let p99_all = all[(all.len() * 99 / 100).min(all.len() - 1)];
+    eprintln!(
+        "plain puts during the expiry: {} samples, p50 {:?}, p99 {p99:?}, max {:?} (whole run: {} samples, p99 {p99_all:?})",
+        during.len(),
+        during[during.len() / 2],
+        during.last().unwrap(),
+        all.len()
+    );
+    assert!(p99 < Duration::from_secs(1), "put p99 {p99:?} during the expiry");
+    let left = lease_ids(&mut cl).await;
+    assert!(left.is_empty(), "{} leases left after all their keys expired", left.len());
+}
+
+// --- etcdctl ---------------------------------------------------------------
+
+/// Upper bound for one etcdctl invocation (its own `--command-timeout` is 10 s).
+const ETCDCTL_DEADLINE: Duration = Duration::from_secs(25);
+
+#[derive(Debug)]
+struct Out {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Out {
+    fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+
+    /// stderr without etcdctl's client-side JSON retry logs.
+    fn errors(&self) -> String {
+        self.stderr.lines().filter(|l| !l.starts_with('{')).map(|l| format!("{l}\n")).collect()
+    }
+}
+
+struct Ctl {
+    bin: PathBuf,
+    endpoint: String,
+}
+
+impl Ctl {
+    fn new(bin: &Path, cairn: &Cairn) -> Ctl {
+        Ctl { bin: bin.to_path_buf(), endpoint: cairn.endpoint() }
+    }
+
+    fn run(&self, args: &[&str]) -> Out {
+        let mut cmd = Command::new(&self.bin);
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("ETCDCTL_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.endpoint))
+            .arg("--command-timeout=10s")
+            .arg("--dial-timeout=5s")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn etcdctl");
+        let mut so = child.stdout.take().unwrap();
+        let mut se = child.stderr.take().unwrap();
+        let t_out = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = so.read_to_string(&mut s);
+            s
+        });
+        let t_err = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = se.read_to_string(&mut s);
+            s
+        });
+        let deadline = Instant::now() + ETCDCTL_DEADLINE;
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("etcdctl {args:?} did not finish within {ETCDCTL_DEADLINE:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        Out { code: status.code(), stdout: t_out.join().unwrap(), stderr: t_err.join().unwrap() }
+    }
+
+    /// Runs a command that must succeed and returns its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.success(), "etcdctl {args:?} failed: {out:?}");
+        out.stdout
+    }
+
+    /// Runs a command that must fail and returns its error lines.
+    fn err(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(!out.success(), "etcdctl {args:?} should have failed: {out:?}");
+        out.errors()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.extend(["-w", "json"]);
+        let out = self.ok(&a);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("etcdctl {a:?}: not JSON ({e}): {out:?}"))
+    }
+}
+
+/// The hex id out of `lease <id> granted with TTL(<ttl>s)\n`.
+fn granted_id(out: &str, ttl: i64) -> String {
+    let id = out
+        .strip_prefix("lease ")
+        .and_then(|s| s.strip_suffix(&format!(" granted with TTL({ttl}s)\n")))
+        .unwrap_or_else(|| panic!("unexpected lease grant output {out:?}"));
+    assert!(id.len() == 16 && id.chars().all(|c| c.is_ascii_hexdigit()), "lease id {id:?} is not %016x");
+    id.to_string()
+}
+
+/// The remaining seconds out of `<prefix><n>s)<suffix>`.
+fn remaining(out: &str, prefix: &str, suffix: &str) -> i64 {
+    out.strip_prefix(prefix)
+        .and_then(|s| s.strip_suffix(suffix))
+        .and_then(|n| n.strip_suffix("s)"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{out:?} is not {prefix}<n>s){suffix}"))
+}
+
+#[test]
+fn etcdctl_lease_commands() {
+    let Some(etcdctl) = common::require_tool("etcdctl") else { return };
+    let cairn = Cairn::start();
+    let ctl = Ctl::new(&etcdctl, &cairn);
+
+    let id = granted_id(&ctl.ok(&["lease", "grant", "60"]), 60);
+    let lease_flag = format!("--lease={id}");
+    assert_eq!(ctl.ok(&["put", "k", "v", &lease_flag]), "OK\n");
+
+    let prefix = format!("lease {id} granted with TTL(60s), remaining(");
+    let n = remaining(&ctl.ok(&["lease", "timetolive", &id]), &prefix, "\n");
+    assert!((50..=60).contains(&n), "remaining {n}");
+    let n = remaining(&ctl.ok(&["lease", "timetolive", &id, "--keys"]), &prefix, ", attached keys([k])\n");
+    assert!((50..=60).contains(&n), "remaining {n}");
+    assert_eq!(ctl.ok(&["lease", "list"]), format!("found 1 leases\n{id}\n"));
+    assert_eq!(ctl.ok(&["lease", "keep-alive", "--once", &id]), format!("lease {id} keepalived with TTL(60)\n"));
+    assert_eq!(ctl.ok(&["get", "k"]), "k\nv\n");
+
+    // JSON carries the same id in decimal.
+    let j = ctl.json(&["lease", "timetolive", &id, "--keys"]);
+    let dec = i64::from_str_radix(&id, 16).unwrap();
+    assert_eq!(j["id"], dec);
+    assert_eq!(j["granted-ttl"], 60);
+    assert_eq!(j["keys"], serde_json::json!(["aw=="]));
+
+    assert_eq!(ctl.ok(&["lease", "revoke", &id]), format!("lease {id} revoked\n"));
+    assert_eq!(ctl.ok(&["get", "k"]), "");
+    assert_eq!(ctl.ok(&["lease", "timetolive", &id]), format!("lease {id} already expired\n"));
+    assert_eq!(ctl.ok(&["lease", "timetolive", &id, "--keys"]), format!("lease {id} already expired\n"));
+    assert_eq!(ctl.ok(&["lease", "list"]), "found 0 leases\n");
+
+    // The errors etcdctl prints for a lease that is gone.
+    assert_eq!(
+        ctl.err(&["lease", "revoke", &id]),
+        "Error: failed to revoke lease (etcdserver: requested lease not found)\n"
+    );
+    let out = ctl.run(&["lease", "keep-alive", "--once", &id]);
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert_eq!(out.errors(), "Error: etcdserver: requested lease not found\n");
+    assert_eq!(ctl.err(&["put", "k2", "v", &lease_flag]), "Error: etcdserver: requested lease not found\n");
+    assert_eq!(ctl.ok(&["lease", "timetolive", "1234"]), "lease 0000000000001234 already expired\n");
+    let j = ctl.json(&["lease", "timetolive", "1234"]);
+    assert_eq!((j["id"].as_i64(), j["ttl"].as_i64(), j["granted-ttl"].as_i64()), (Some(0x1234), Some(-1), Some(0)));
+
+    // The minimum and maximum TTL.
+    let short = granted_id(&ctl.ok(&["lease", "grant", "1"]), MIN_TTL);
+    assert_eq!(
+        ctl.err(&["lease", "grant", "9000000001"]),
+        "Error: failed to grant lease (etcdserver: too large lease TTL)\n"
+    );
+    let j = ctl.json(&["lease", "grant", "60"]);
+    assert_eq!(j["TTL"], 60);
+    let json_id = j["ID"].as_i64().unwrap();
+    assert_eq!(ctl.ok(&["lease", "list"]).lines().next(), Some("found 2 leases"));
+    let listed: BTreeSet<String> = ctl.ok(&["lease", "list"]).lines().skip(1).map(String::from).collect();
+    assert_eq!(listed, [short, format!("{json_id:016x}")].into());
+}
