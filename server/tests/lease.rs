@@ -1020,3 +1020,44 @@ fn etcdctl_lease_commands() {
     let listed: BTreeSet<String> = ctl.ok(&["lease", "list"]).lines().skip(1).map(String::from).collect();
     assert_eq!(listed, [short, format!("{json_id:016x}")].into());
 }
+
+/// Leases, their attached keys and their TTLs survive `kill -9` of every
+/// member of a 3-member cluster; afterwards the lease still expires on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leases_survive_a_restart_of_every_member() {
+    let mut cluster = Cluster::start(3, &[]);
+    let mut cl = client(&cluster.members[0]).await;
+    let long = within(cl.lease_grant(600, None)).await.unwrap().id();
+    let short = within(cl.lease_grant(6, None)).await.unwrap().id();
+    within(cl.put("r/long", "v", Some(PutOptions::new().with_lease(long)))).await.unwrap();
+    within(cl.put("r/short", "v", Some(PutOptions::new().with_lease(short)))).await.unwrap();
+    for m in &mut cluster.members {
+        m.kill9();
+    }
+    for m in &mut cluster.members {
+        m.spawn_only();
+    }
+    for m in &mut cluster.members {
+        m.wait_health("/health");
+    }
+    let restarted = Instant::now();
+    let mut cl = client(&cluster.members[1]).await;
+    let ttl = within(cl.lease_time_to_live(long, Some(LeaseTimeToLiveOptions::new().with_keys()))).await.unwrap();
+    assert_eq!(ttl.granted_ttl(), 600);
+    assert!(ttl.ttl() > 0 && ttl.ttl() <= 600, "remaining {}", ttl.ttl());
+    assert_eq!(ttl.keys(), [b"r/long".to_vec()]);
+    // The short lease was not renewed across the restart: it expires within
+    // its TTL plus an election timeout of the new leader, taking its key.
+    let deadline = restarted + Duration::from_secs(6 + 5);
+    loop {
+        let r = within(cl.get("r/short", None)).await.unwrap();
+        if r.count() == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "r/short still there {:?} after the restart", restarted.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(within(cl.get("r/long", None)).await.unwrap().count(), 1);
+    let leases: HashSet<i64> = within(cl.leases()).await.unwrap().leases().iter().map(|l| l.id()).collect();
+    assert_eq!(leases, HashSet::from([long]));
+}
