@@ -963,6 +963,7 @@ fn cluster_membership_commands() {
     let first = out.lines().next().unwrap();
     let words: Vec<&str> = first.split_whitespace().collect();
     assert_eq!((words[0], words[2], words[3], words[4]), ("Member", "added", "to", "cluster"), "{out}");
+    // etcdctl prints ids with Go's %16x: padded with spaces, not zeros.
     let new_id = words[1].to_string();
     let cluster_id = words[5].to_string();
     assert!(out.contains("\nETCD_NAME=\"m3\"\n"), "{out}");
@@ -995,7 +996,7 @@ fn cluster_membership_commands() {
     loop {
         let out = ctl.run(&["member", "promote", &new_id]);
         if out.success() {
-            assert_eq!(out.stdout, format!("Member {new_id} promoted in cluster {cluster_id}\n"));
+            assert_eq!(out.stdout, format!("Member {new_id:>16} promoted in cluster {cluster_id:>16}\n"));
             break;
         }
         assert_eq!(out.errors(), "Error: etcdserver: can only promote a learner member which is in sync with leader\n");
@@ -1004,7 +1005,7 @@ fn cluster_membership_commands() {
     }
     assert_eq!(ctl.err(&["member", "promote", &new_id]), "Error: etcdserver: can only promote a learner member\n");
     assert!(member_lines(&ctl).contains(&started.replace(", true", ", false")));
-    assert_eq!(ctl.ok(&["member", "remove", &new_id]), format!("Member {new_id} removed from cluster {cluster_id}\n"));
+    assert_eq!(ctl.ok(&["member", "remove", &new_id]), format!("Member {new_id:>16} removed from cluster {cluster_id:>16}\n"));
     assert_eq!(ctl.err(&["member", "remove", &new_id]), "Error: etcdserver: member not found\n");
     assert_eq!(member_lines(&ctl), want);
     ctl.put("after-remove", "v");
