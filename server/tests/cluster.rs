@@ -235,15 +235,7 @@ async fn kill_all_and_restart_loses_nothing() {
                 acked.insert(key, (format!("v{j}"), rev));
             }
         }
-        for m in &mut cluster.members {
-            m.kill9();
-        }
-        for m in &mut cluster.members {
-            m.spawn_only();
-        }
-        for m in &mut cluster.members {
-            m.wait_health("/health");
-        }
+        cluster.kill_all_and_restart();
         let dumps = converged(&cluster, "all/").await;
         for d in &dumps {
             assert_eq!(d, &acked);

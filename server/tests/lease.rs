@@ -1053,15 +1053,7 @@ async fn leases_survive_a_restart_of_every_member() {
     let short = within(cl.lease_grant(6, None)).await.unwrap().id();
     within(cl.put("r/long", "v", Some(PutOptions::new().with_lease(long)))).await.unwrap();
     within(cl.put("r/short", "v", Some(PutOptions::new().with_lease(short)))).await.unwrap();
-    for m in &mut cluster.members {
-        m.kill9();
-    }
-    for m in &mut cluster.members {
-        m.spawn_only();
-    }
-    for m in &mut cluster.members {
-        m.wait_health("/health");
-    }
+    cluster.kill_all_and_restart();
     let restarted = Instant::now();
     let mut cl = client(&cluster.members[1]).await;
     let ttl = within(cl.lease_time_to_live(long, Some(LeaseTimeToLiveOptions::new().with_keys()))).await.unwrap();

@@ -265,6 +265,20 @@ impl Cluster {
         Cluster { members, initial_cluster }
     }
 
+    /// `kill -9` of every member, then all of them started again on their
+    /// data dirs; returns once each is healthy (has a leader).
+    pub fn kill_all_and_restart(&mut self) {
+        for m in &mut self.members {
+            m.kill9();
+        }
+        for m in &mut self.members {
+            m.spawn_only();
+        }
+        for m in &mut self.members {
+            m.wait_health("/health");
+        }
+    }
+
     pub fn endpoints(&self) -> Vec<String> {
         self.members.iter().filter(|m| m.is_running()).map(|m| m.endpoint()).collect()
     }
