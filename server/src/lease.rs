@@ -118,6 +118,12 @@ impl Lease for LeaseService {
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         self.backend.refuse_learner()?;
         let req = request.into_inner();
+        // The TTL comes from the leader's clock, the keys from this member's
+        // store: a read barrier first makes them include every write
+        // acknowledged before this request, wherever it was made.
+        if req.keys {
+            self.backend.node().read_barrier().await.map_err(ServerError::from)?;
+        }
         let status = self.backend.node().lease_time_to_live(req.id).await.map_err(ServerError::from)?;
         let rev = self.backend.store().current_revision();
         let header = Some(self.backend.header(rev));

@@ -8,16 +8,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::etcdctl::{Ctl, Running};
 use common::{http_get, Cairn, Cluster};
 use serde_json::Value;
-
-/// Upper bound for one etcdctl invocation (its own `--command-timeout` is 10 s).
-const ETCDCTL_DEADLINE: Duration = Duration::from_secs(25);
 
 /// Member and cluster IDs etcd derives for its default peer URL and cluster
 /// token, which is what the harness runs Cairn with.
@@ -27,132 +23,6 @@ const CLUSTER_ID: u64 = 0xcdf818194e3a8c32;
 
 const COMPACTED: &str = "Error: etcdserver: mvcc: required revision has been compacted";
 const FUTURE_REV: &str = "Error: etcdserver: mvcc: required revision is a future revision";
-
-#[derive(Debug)]
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Out {
-    fn success(&self) -> bool {
-        self.code == Some(0)
-    }
-
-    /// stderr without etcdctl's client-side JSON retry logs.
-    fn errors(&self) -> String {
-        self.stderr.lines().filter(|l| !l.starts_with('{')).map(|l| format!("{l}\n")).collect()
-    }
-}
-
-struct Ctl {
-    bin: PathBuf,
-    endpoint: String,
-}
-
-impl Ctl {
-    fn new(bin: &Path, cairn: &Cairn) -> Ctl {
-        Ctl { bin: bin.to_path_buf(), endpoint: cairn.endpoint() }
-    }
-
-    /// etcdctl talking to several members (`--endpoints=a,b,c`).
-    fn cluster(bin: &Path, endpoints: &[String]) -> Ctl {
-        Ctl { bin: bin.to_path_buf(), endpoint: endpoints.join(",") }
-    }
-
-    fn run_with_input(&self, args: &[&str], input: Option<&str>) -> Out {
-        let mut cmd = Command::new(&self.bin);
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("ETCDCTL_") {
-                cmd.env_remove(k);
-            }
-        }
-        cmd.env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", self.endpoint))
-            .arg("--command-timeout=10s")
-            .arg("--dial-timeout=5s")
-            .args(args)
-            .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn etcdctl");
-        if let Some(input) = input {
-            let mut stdin = child.stdin.take().unwrap();
-            let input = input.to_string();
-            std::thread::spawn(move || {
-                let _ = stdin.write_all(input.as_bytes());
-            });
-        }
-        let mut so = child.stdout.take().unwrap();
-        let mut se = child.stderr.take().unwrap();
-        let t_out = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = so.read_to_string(&mut s);
-            s
-        });
-        let t_err = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = se.read_to_string(&mut s);
-            s
-        });
-        let deadline = Instant::now() + ETCDCTL_DEADLINE;
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("etcdctl {args:?} did not finish within {ETCDCTL_DEADLINE:?}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        Out { code: status.code(), stdout: t_out.join().unwrap(), stderr: t_err.join().unwrap() }
-    }
-
-    fn run(&self, args: &[&str]) -> Out {
-        self.run_with_input(args, None)
-    }
-
-    /// Runs a command that must succeed and returns its stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.success(), "etcdctl {args:?} failed: {out:?}");
-        out.stdout
-    }
-
-    /// Runs a command that must fail and returns its error lines.
-    fn err(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(!out.success(), "etcdctl {args:?} should have failed: {out:?}");
-        out.errors()
-    }
-
-    fn txn(&self, extra: &[&str], script: &str) -> String {
-        let mut args = vec!["txn"];
-        args.extend_from_slice(extra);
-        let out = self.run_with_input(&args, Some(script));
-        assert!(out.success(), "etcdctl txn {script:?} failed: {out:?}");
-        out.stdout
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        let mut a = args.to_vec();
-        a.push("-w");
-        a.push("json");
-        let out = self.ok(&a);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("etcdctl {a:?}: not JSON ({e}): {out:?}"))
-    }
-
-    fn put(&self, k: &str, v: &str) {
-        assert_eq!(self.ok(&["put", k, v]), "OK\n");
-    }
-
-    fn revision(&self) -> i64 {
-        self.json(&["get", "revision-probe"])["header"]["revision"].as_i64().unwrap()
-    }
-}
 
 fn b64(s: &str) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -1013,67 +883,6 @@ fn cluster_membership_commands() {
     cluster.members.truncate(3);
 }
 
-/// A long-running `etcdctl watch …` whose stdout lines are collected as they
-/// come; killed on drop.
-struct Watching {
-    child: std::process::Child,
-    lines: std::sync::mpsc::Receiver<String>,
-    stdin: Option<std::process::ChildStdin>,
-}
-
-impl Watching {
-    fn start(ctl: &Ctl, args: &[&str]) -> Watching {
-        let mut cmd = Command::new(&ctl.bin);
-        cmd.env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", ctl.endpoint))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut child = cmd.spawn().expect("spawn etcdctl watch");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let stdin = child.stdin.take();
-        Watching { child, lines, stdin }
-    }
-
-    fn send(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().unwrap();
-        writeln!(stdin, "{line}").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// The next `n` lines, waiting at most 10 s in all.
-    fn take(&self, n: usize) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut out = Vec::new();
-        while out.len() < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) => out.push(l),
-                Err(_) => panic!("etcdctl watch printed only {out:?}, want {n} lines"),
-            }
-        }
-        out
-    }
-}
-
-impl Drop for Watching {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn watch_prefix_rev_prev_kv_and_interactive_progress() {
     let Some(etcdctl) = common::require_tool("etcdctl") else { return };
@@ -1082,12 +891,12 @@ fn watch_prefix_rev_prev_kv_and_interactive_progress() {
     ctl.put("w/b", "1"); // rev 3
 
     // --rev replays history; --prefix selects the keys.
-    let hist = Watching::start(&ctl, &["watch", "w/", "--prefix", "--rev=2"]);
+    let hist = Running::start(&ctl, &["watch", "w/", "--prefix", "--rev=2"]);
     assert_eq!(hist.take(6), ["PUT", "w/a", "1", "PUT", "w/b", "1"]);
 
     // Live events with --prev-kv: the previous pair comes before the new one;
     // a delete prints the key with an empty value.
-    let live = Watching::start(&ctl, &["watch", "w/a", "--prev-kv"]);
+    let live = Running::start(&ctl, &["watch", "w/a", "--prev-kv"]);
     std::thread::sleep(Duration::from_millis(500));
     ctl.put("w/a", "2");
     assert_eq!(ctl.ok(&["del", "w/a"]), "1\n");
@@ -1095,7 +904,7 @@ fn watch_prefix_rev_prev_kv_and_interactive_progress() {
     assert_eq!(hist.take(6), ["PUT", "w/a", "2", "DELETE", "w/a", ""]);
 
     // Interactive: a watch command, then a progress request.
-    let mut inter = Watching::start(&ctl, &["watch", "-i"]);
+    let mut inter = Running::start(&ctl, &["watch", "-i"]);
     inter.send("watch w/c");
     std::thread::sleep(Duration::from_millis(500));
     ctl.put("w/c", "x");

@@ -2,6 +2,8 @@
 //! data dir, and cleans both up on drop.
 #![allow(dead_code)]
 
+pub mod etcdctl;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
