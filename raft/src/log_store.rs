@@ -596,51 +596,30 @@ fn try_get(shared: &Shared, range: &impl RangeBounds<u64>) -> Result<Vec<Entry>,
     }
 }
 
-impl RaftLogReader<TypeConfig> for RocksLogReader {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
-        &mut self,
-        range: RB,
-    ) -> Result<Vec<Entry>, io::Error> {
-        Ok(try_get(&self.shared, &range)?)
-    }
+/// The store and its readers read the same way, through their shared handle.
+macro_rules! impl_log_reader {
+    ($t:ty) => {
+        impl RaftLogReader<TypeConfig> for $t {
+            async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+                &mut self,
+                range: RB,
+            ) -> Result<Vec<Entry>, io::Error> {
+                Ok(try_get(&self.shared, &range)?)
+            }
 
-    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        Ok(self.shared.get_meta(KEY_VOTE)?)
-    }
+            async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+                Ok(self.shared.get_meta(KEY_VOTE)?)
+            }
 
-    async fn limited_get_log_entries(
-        &mut self,
-        start: u64,
-        end: u64,
-    ) -> Result<Vec<Entry>, io::Error> {
-        Ok(self
-            .shared
-            .read_entries(start, Some(end), Some(READ_BUDGET_BYTES))?)
-    }
+            async fn limited_get_log_entries(&mut self, start: u64, end: u64) -> Result<Vec<Entry>, io::Error> {
+                Ok(self.shared.read_entries(start, Some(end), Some(READ_BUDGET_BYTES))?)
+            }
+        }
+    };
 }
 
-impl RaftLogReader<TypeConfig> for RocksLogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
-        &mut self,
-        range: RB,
-    ) -> Result<Vec<Entry>, io::Error> {
-        Ok(try_get(&self.shared, &range)?)
-    }
-
-    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        Ok(self.shared.get_meta(KEY_VOTE)?)
-    }
-
-    async fn limited_get_log_entries(
-        &mut self,
-        start: u64,
-        end: u64,
-    ) -> Result<Vec<Entry>, io::Error> {
-        Ok(self
-            .shared
-            .read_entries(start, Some(end), Some(READ_BUDGET_BYTES))?)
-    }
-}
+impl_log_reader!(RocksLogReader);
+impl_log_reader!(RocksLogStore);
 
 #[cfg(test)]
 mod tests {
