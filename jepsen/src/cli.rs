@@ -1,0 +1,181 @@
+//! The `cairn-jepsen` command line.
+
+use std::io::{self, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::checker::register::{self, Verdict};
+use crate::checker::Budget;
+use crate::history::{self, Event};
+use crate::jepsen_log;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cairn-jepsen",
+    version,
+    about = "Cairn's Jepsen-style test harness and history checkers"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check histories of read/write/cas registers for linearizability.
+    ///
+    /// Prints one line per file: `FILE: linearizable`, `FILE: not
+    /// linearizable` followed by an indented explanation, or `FILE: unknown
+    /// (REASON)` when the budget ran out. Exits 0 iff every file was decided
+    /// (either way), 1 otherwise.
+    CheckRegister(CheckRegisterArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckRegisterArgs {
+    /// History files: Jepsen logs, or JSONL histories (see --format).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Time limit per file, e.g. `30s`, `500ms`, `2m` or `1.5` (seconds); `0` for none.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Limit on search steps per file; unlike --timeout, its outcome does not
+    /// depend on the machine's speed.
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    /// Limit on the memoization cache per key, in MiB; `0` for none.
+    #[arg(long, default_value_t = 2048)]
+    pub max_memory_mib: usize,
+    /// Input format.
+    #[arg(long, value_enum, default_value_t = Format::Auto)]
+    pub format: Format,
+    /// Also print per-file statistics (operations, keys, steps, time) to stderr.
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// JSONL for files ending in `.jsonl`, Jepsen log otherwise.
+    Auto,
+    /// Jepsen's text log (`INFO  jepsen.util - <process> :<type> :<f> <value>`).
+    JepsenLog,
+    /// Cairn's JSONL history, one event per line.
+    Jsonl,
+}
+
+/// Parses `30s`, `500ms`, `2m`, `1.5` (seconds) and `0`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit_secs) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (text, 1.0)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 30s, 500ms or 2m"))?;
+    Duration::try_from_secs_f64(value * unit_secs).map_err(|e| format!("`{text}`: {e}"))
+}
+
+/// Runs `check-register`: writes the per-file verdicts to `out` and, with
+/// `--verbose`, statistics to `err`. Returns whether every file was decided.
+pub fn check_register(
+    args: &CheckRegisterArgs,
+    out: &mut impl Write,
+    err: &mut impl Write,
+) -> io::Result<bool> {
+    let budget = Budget {
+        timeout: (!args.timeout.is_zero()).then_some(args.timeout),
+        max_steps: args.max_steps,
+        max_memory_bytes: (args.max_memory_mib != 0)
+            .then(|| args.max_memory_mib.saturating_mul(1 << 20)),
+    };
+    let mut all_decided = true;
+    for file in &args.files {
+        let name = file.display();
+        let ops = match load(file, args.format) {
+            Ok(paired) => paired,
+            Err(e) => {
+                writeln!(out, "{name}: error ({e})")?;
+                all_decided = false;
+                continue;
+            }
+        };
+        let report = match register::check(&ops.ops, budget) {
+            Ok(report) => report,
+            Err(e) => {
+                writeln!(out, "{name}: error ({e})")?;
+                all_decided = false;
+                continue;
+            }
+        };
+        match &report.verdict {
+            Verdict::Linearizable { .. } => writeln!(out, "{name}: linearizable")?,
+            Verdict::NotLinearizable(explanation) => {
+                writeln!(out, "{name}: not linearizable")?;
+                write!(out, "{}", explanation.display(&ops.ops, "    "))?;
+            }
+            Verdict::Unknown(reason) => {
+                writeln!(out, "{name}: unknown ({reason})")?;
+                all_decided = false;
+            }
+        }
+        if args.verbose {
+            writeln!(
+                err,
+                "{name}: {} operations ({} failed and dropped, {} unknown and unobserved), {} keys, {} steps, {} configurations, {:.3} ms",
+                report.operations,
+                ops.failed,
+                report.pruned,
+                report.keys,
+                report.steps,
+                report.configurations,
+                report.elapsed.as_secs_f64() * 1e3
+            )?;
+        }
+    }
+    Ok(all_decided)
+}
+
+fn load(file: &Path, format: Format) -> Result<history::Paired, String> {
+    let format = match format {
+        Format::Auto if file.extension().is_some_and(|e| e == "jsonl") => Format::Jsonl,
+        Format::Auto => Format::JepsenLog,
+        explicit => explicit,
+    };
+    let events: Vec<Event> = match format {
+        Format::Jsonl => {
+            let f = std::fs::File::open(file).map_err(|e| e.to_string())?;
+            history::read_jsonl(BufReader::new(f)).map_err(|e| e.to_string())?
+        }
+        Format::JepsenLog | Format::Auto => {
+            let text = std::fs::read_to_string(file).map_err(|e| e.to_string())?;
+            jepsen_log::parse(&text).map_err(|e| e.to_string())?
+        }
+    };
+    history::pair(&events).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+}
