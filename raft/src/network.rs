@@ -46,7 +46,8 @@
 //!
 //! # Snapshot data
 //!
-//! [`SnapshotData`] is a [`SnapshotFile`]: the sender reads the file one
+//! A [`SnapshotData`] to send is first made a [`SnapshotFile`] (a leader's
+//! store view is written out then); the sender reads the file one
 //! chunk at a time as tonic pulls chunks, and the receiver appends chunks to
 //! a temporary file in the state machine's snapshot directory, fsyncs it and
 //! hands it to `install_full_snapshot`. Neither side holds more than a chunk
@@ -84,6 +85,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub use crate::state_machine::SnapshotData;
 use crate::state_machine::{temp_snapshot_path, SnapshotFile, StateMachine};
 use crate::types::{NodeId, Vote};
 use crate::{Member, TypeConfig};
@@ -95,10 +97,6 @@ pub mod pb {
 
 pub use pb::raft_server::RaftServer;
 pub use pb::{RaftMessage, SnapshotChunk};
-
-/// The snapshot data the network moves: the state machine's
-/// `RaftStateMachine::SnapshotData`.
-pub type SnapshotData = SnapshotFile;
 
 /// When this node last heard from a leader (an AppendEntries it answered).
 /// openraft keeps a follower's `current_leader` until a new leader is
@@ -293,7 +291,7 @@ impl pb::raft_server::Raft for RaftPeerService {
             meta = %meta,
             "received snapshot, installing"
         );
-        let snapshot = Snapshot { meta, snapshot: file };
+        let snapshot = Snapshot { meta, snapshot: SnapshotData::File(file) };
         let result = self.raft.install_full_snapshot(vote, snapshot).await;
         // Installed snapshots were renamed into place; anything left is stale.
         let _ = tokio::fs::remove_file(&path).await;
@@ -665,7 +663,12 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             .filter(|n| *n > 0)
             .map_or(SNAPSHOT_CHUNK_SIZE, |n| n.min(SNAPSHOT_CHUNK_SIZE));
         let meta = snapshot.meta;
-        let len = snapshot.snapshot.len() as usize;
+        let file = snapshot
+            .snapshot
+            .into_file()
+            .await
+            .map_err(|e| StreamingError::Network(NetworkError::from_string(e)))?;
+        let len = file.len() as usize;
         let n_chunks = len.div_ceil(chunk_size) as u32;
         let ttl = option.soft_ttl() * (n_chunks + 1) + transfer_allowance(len);
         tracing::info!(
@@ -677,8 +680,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         );
         let header = encode(&(vote, meta))
             .map_err(|e| StreamingError::Network(NetworkError::from_string(e)))?;
-        let file = snapshot
-            .snapshot
+        let file = file
             .reader()
             .map_err(|e| StreamingError::Network(NetworkError::from_string(e)))?;
         let file = tokio::fs::File::from_std(file);

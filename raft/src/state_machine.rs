@@ -22,31 +22,37 @@
 //!
 //! # Snapshots
 //!
-//! A snapshot is one immutable file, `<snap-dir>/<term>-<index>-<nonce>.snap`:
+//! The store is its own snapshot, as etcd's backend is: it already holds
+//! the applied state with its applied log id. So "building" a snapshot for
+//! log compaction copies nothing: it syncs the store's write-ahead log
+//! (applies are not fsynced one by one) and reports the applied log id, and
+//! openraft may then purge the log behind it. A copy is written only when a
+//! snapshot must be sent to a member that lags behind the purged log: the
+//! leader takes a point-in-time view of its store ([`SnapshotData::View`])
+//! and writes it out as it is sent ([`SnapshotData::into_file`]), to an
+//! unlinked temporary file.
+//!
+//! A sent snapshot is one file:
 //!
 //! ```text
 //! magic "CAIRNSNP" | u32 version | u32 meta length | meta (bincode) | u32 crc32(meta) | store stream
 //! ```
 //!
 //! where the store stream is [`cairn_storage::StoreSnapshot::write_to`]'s
-//! output (with its own trailer checksum). A snapshot is built from a
-//! point-in-time view of the store, written to a temporary file, fsynced and
-//! renamed into place (then the directory is fsynced), so a snapshot that
-//! exists is complete and durable before openraft learns of it and purges the
-//! log behind it. The newest complete `.snap` file is the current snapshot;
-//! older ones are deleted once a newer one is in place.
+//! output (with its own trailer checksum).
 //!
-//! Installing a received snapshot: verify it entirely, make it the current
-//! snapshot (rename + directory fsync), then [`Store::restore`] from it. A
-//! crash in the middle leaves the store marked as interrupted (it reports no
-//! applied log id), and openraft installs the current snapshot again on the
-//! next start.
+//! Installing a received snapshot: verify it entirely, keep it as
+//! `<snap-dir>/<term>-<index>-<nonce>.snap` (rename + directory fsync), then
+//! [`Store::restore`] from it, then delete it. A crash in the middle leaves
+//! the store marked as interrupted (it reports no applied log id) and the
+//! file in place, and openraft installs it again on the next start.
 //!
 //! Memory stays bounded by the store's restore batch size and the network's
 //! chunk size, whatever the database size.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{self, File};
+use std::fmt;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -96,8 +102,72 @@ fn storage_io(e: StorageError) -> io::Error {
     }
 }
 
+/// A snapshot's data as openraft hands it around.
+pub enum SnapshotData {
+    /// A complete file: received from the leader, or one whose install a
+    /// crash interrupted.
+    File(SnapshotFile),
+    /// A point-in-time view of this member's store, written out only if it
+    /// is sent.
+    View(SnapshotView),
+}
+
+/// A view of the local store and the snapshot meta it corresponds to.
+pub struct SnapshotView {
+    view: StoreSnapshot,
+    meta: SnapshotMetaOf<TypeConfig>,
+    dir: PathBuf,
+}
+
+impl fmt::Debug for SnapshotData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SnapshotData::File(file) => f.debug_tuple("File").field(file).finish(),
+            SnapshotData::View(v) => f.debug_tuple("View").field(&v.meta).finish(),
+        }
+    }
+}
+
+impl SnapshotData {
+    /// The data as one complete file. A view is written (on the blocking
+    /// pool) to a temporary file that is unlinked at once: the returned
+    /// handle keeps it readable, and nothing is left behind by a crash.
+    pub async fn into_file(self) -> io::Result<SnapshotFile> {
+        match self {
+            SnapshotData::File(f) => Ok(f),
+            SnapshotData::View(v) => tokio::task::spawn_blocking(move || v.write_unlinked()).await.map_err(io::Error::other)?,
+        }
+    }
+}
+
+impl SnapshotView {
+    fn of(view: StoreSnapshot, dir: PathBuf) -> io::Result<SnapshotView> {
+        let state = match view.raft_state() {
+            Some(b) => SmState::decode(b)?,
+            None => SmState::default(),
+        };
+        let meta = SnapshotMetaOf::<TypeConfig> { last_log_id: state.last_applied, last_membership: state.membership };
+        Ok(SnapshotView { view, meta, dir })
+    }
+
+    fn write_unlinked(self) -> io::Result<SnapshotFile> {
+        let tmp = temp_snapshot_path(&self.dir);
+        let result = (|| {
+            let mut w = BufWriter::new(File::create(&tmp)?);
+            write_header(&mut w, &self.meta)?;
+            let summary = self.view.write_to(&mut w).map_err(storage_io)?;
+            w.flush()?;
+            drop(w);
+            tracing::info!(meta = %self.meta, bytes = summary.bytes, records = summary.records, "wrote snapshot to send");
+            SnapshotFile::open(&tmp)
+        })();
+        let _ = fs::remove_file(&tmp);
+        result
+    }
+}
+
 /// A complete snapshot file, open for reading. The handle keeps the data
-/// readable even if a newer snapshot replaces (deletes) the file meanwhile.
+/// readable even if the file is deleted meanwhile.
 #[derive(Debug)]
 pub struct SnapshotFile {
     path: PathBuf,
@@ -219,7 +289,8 @@ impl SnapshotDir {
         Ok(SnapshotDir { dir })
     }
 
-    /// The complete snapshot with the greatest last log id.
+    /// The kept (received, not yet fully installed) snapshot with the
+    /// greatest last log id.
     fn current(&self) -> io::Result<Option<(SnapshotMetaOf<TypeConfig>, SnapshotFile)>> {
         let mut best: Option<(SnapshotMetaOf<TypeConfig>, SnapshotFile)> = None;
         for e in fs::read_dir(&self.dir)? {
@@ -236,8 +307,9 @@ impl SnapshotDir {
         Ok(best)
     }
 
-    /// Makes `file` the current snapshot: renamed into place under its final
-    /// name and durable before this returns; every other snapshot is removed.
+    /// Keeps `file` as the snapshot being installed: renamed into place under
+    /// its final name and durable before this returns; every other snapshot
+    /// is removed.
     fn promote(&self, file: &SnapshotFile, meta: &SnapshotMetaOf<TypeConfig>) -> io::Result<PathBuf> {
         let target = if file.path.extension().is_some_and(|x| x == "snap") && file.path.parent() == Some(&self.dir) {
             file.path.clone()
@@ -255,6 +327,17 @@ impl SnapshotDir {
             }
         }
         Ok(target)
+    }
+
+    /// Removes every kept snapshot: the store holds what they held.
+    fn clear(&self) -> io::Result<()> {
+        for e in fs::read_dir(&self.dir)? {
+            let p = e?.path();
+            if p.extension().is_some_and(|x| x == "snap") {
+                fs::remove_file(&p)?;
+            }
+        }
+        sync_dir(&self.dir)
     }
 }
 
@@ -306,11 +389,16 @@ pub struct StateMachine {
 }
 
 impl StateMachine {
-    /// A state machine over `store`, keeping snapshots in `snap_dir`.
+    /// A state machine over `store`, keeping received snapshots in `snap_dir`.
     pub fn open(store: Arc<Store>, snap_dir: PathBuf) -> io::Result<StateMachine> {
+        let snaps = SnapshotDir::open(snap_dir)?;
+        if !store.restore_interrupted() {
+            // Left by a crash after its install completed.
+            snaps.clear()?;
+        }
         Ok(StateMachine {
             store,
-            snaps: SnapshotDir::open(snap_dir)?,
+            snaps,
             responses: Default::default(),
             observer: None,
         })
@@ -384,7 +472,7 @@ impl StateMachine {
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotData = SnapshotFile;
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
@@ -441,14 +529,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
-        SnapshotBuilder { view: self.store.snapshot_view(), snaps: self.snaps.clone() }
+        SnapshotBuilder { store: self.store.clone(), view: self.store.snapshot_view(), dir: self.snaps.dir.clone() }
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMetaOf<TypeConfig>,
-        snapshot: SnapshotFile,
+        snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
+        let snapshot = snapshot.into_file().await?;
         let store = self.store.clone();
         let snaps = self.snaps.clone();
         let meta = meta.clone();
@@ -461,6 +550,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut r = BufReader::new(File::open(&path)?);
             SnapshotFile::read_meta(&mut r)?;
             let summary = store.restore(&mut r).map_err(storage_io)?;
+            // The restore ended with a synced batch: the store holds it all now.
+            snaps.clear()?;
             tracing::info!(meta = %meta, bytes = summary.bytes, records = summary.records, "installed snapshot");
             Ok(())
         })
@@ -472,55 +563,49 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>>, io::Error> {
+    /// The kept file while its install is unfinished (a crash interrupted
+    /// it; openraft installs it again on start-up); otherwise a view of the
+    /// store at its applied log id, or none if nothing was applied.
+    async fn get_current_snapshot(&mut self) -> Result<Option<openraft::alias::SnapshotOf<TypeConfig, SnapshotData>>, io::Error> {
+        let store = self.store.clone();
         let snaps = self.snaps.clone();
-        let cur = tokio::task::spawn_blocking(move || snaps.current()).await.map_err(io::Error::other)??;
-        Ok(cur.map(|(meta, snapshot)| openraft::alias::SnapshotOf::<TypeConfig, SnapshotFile> { meta, snapshot }))
+        let cur = tokio::task::spawn_blocking(move || -> io::Result<_> {
+            if store.restore_interrupted() {
+                return Ok(snaps.current()?.map(|(meta, f)| (meta, SnapshotData::File(f))));
+            }
+            let view = SnapshotView::of(store.snapshot_view().map_err(storage_io)?, snaps.dir.clone())?;
+            if view.meta.last_log_id.is_none() {
+                return Ok(None);
+            }
+            Ok(Some((view.meta.clone(), SnapshotData::View(view))))
+        })
+        .await
+        .map_err(io::Error::other)??;
+        Ok(cur.map(|(meta, snapshot)| openraft::alias::SnapshotOf::<TypeConfig, SnapshotData> { meta, snapshot }))
     }
 }
 
-/// Builds a snapshot file from the store view taken when openraft asked for
-/// the builder, so applying may continue while the file is written.
+/// "Builds" a snapshot for log compaction: makes the store durable up to
+/// (at least) the view openraft asked for, and reports the view's log id.
+/// No data is copied; the view is dropped as soon as openraft has the meta.
 pub struct SnapshotBuilder {
+    store: Arc<Store>,
     view: Result<StoreSnapshot, StorageError>,
-    snaps: SnapshotDir,
-}
-
-impl SnapshotBuilder {
-    fn build_blocking(view: &StoreSnapshot, snaps: &SnapshotDir) -> io::Result<(SnapshotMetaOf<TypeConfig>, SnapshotFile)> {
-        let state = match view.raft_state() {
-            Some(b) => SmState::decode(b)?,
-            None => SmState::default(),
-        };
-        let meta = SnapshotMetaOf::<TypeConfig> { last_log_id: state.last_applied, last_membership: state.membership };
-        let tmp = temp_snapshot_path(&snaps.dir);
-        let result = (|| {
-            let mut w = BufWriter::new(File::create(&tmp)?);
-            write_header(&mut w, &meta)?;
-            let summary = view.write_to(&mut w).map_err(storage_io)?;
-            let f = w.into_inner().map_err(|e| e.into_error())?;
-            f.sync_all()?;
-            let path = snaps.promote(&SnapshotFile::open(&tmp)?, &meta)?;
-            tracing::info!(meta = %meta, bytes = summary.bytes, records = summary.records, path = %path.display(), "built snapshot");
-            SnapshotFile::open(&path)
-        })();
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        Ok((meta, result?))
-    }
+    dir: PathBuf,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
-    type SnapshotData = SnapshotFile;
+    type SnapshotData = SnapshotData;
 
-    async fn build_snapshot(&mut self) -> Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>, io::Error> {
+    async fn build_snapshot(&mut self) -> Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotData>, io::Error> {
         let view = std::mem::replace(&mut self.view, Err(StorageError::Internal("snapshot view already used".into())))
             .map_err(storage_io)?;
-        let snaps = self.snaps.clone();
-        let (meta, snapshot) = tokio::task::spawn_blocking(move || Self::build_blocking(&view, &snaps))
-            .await
-            .map_err(io::Error::other)??;
-        Ok(openraft::alias::SnapshotOf::<TypeConfig, SnapshotFile> { meta, snapshot })
+        let view = SnapshotView::of(view, self.dir.clone())?;
+        let store = self.store.clone();
+        // Everything up to the view's log id must survive a crash before
+        // openraft purges the log entries that could re-apply it.
+        tokio::task::spawn_blocking(move || store.sync()).await.map_err(io::Error::other)?.map_err(storage_io)?;
+        tracing::debug!(meta = %view.meta, "snapshot point synced");
+        Ok(openraft::alias::SnapshotOf::<TypeConfig, SnapshotData> { meta: view.meta.clone(), snapshot: SnapshotData::View(view) })
     }
 }

@@ -325,12 +325,18 @@ async fn a_new_learner_catches_up_from_a_multi_chunk_snapshot() {
             }
             assert!(Instant::now() < deadline, "leader did not snapshot and purge to {last}: {done:?}");
         }
-        let snapshot_bytes = l.raft.get_snapshot().await.unwrap().expect("a snapshot").snapshot.len() as usize;
+        let current = l.raft.get_snapshot().await.unwrap().expect("a snapshot");
+        assert!(current.meta.last_log_id.is_some_and(|id| id.index >= last), "{}", current.meta);
+        let snapshot_bytes = current.snapshot.into_file().await.unwrap().len() as usize;
         assert!(
             snapshot_bytes > 2 * SNAPSHOT_CHUNK_SIZE,
             "snapshot of {snapshot_bytes} bytes should need several chunks"
         );
         println!("leader purged to {last}; snapshot {snapshot_bytes} bytes");
+        // The leader's store is its snapshot: nothing was copied to build it,
+        // and what was written to send is gone.
+        let kept: Vec<_> = std::fs::read_dir(l._dir.path().join("snap")).unwrap().map(|e| e.unwrap().path()).collect();
+        assert!(kept.is_empty(), "snapshot files on the leader: {kept:?}");
 
         let learner = start_node(4, cfg.clone()).await;
         let t = Instant::now();
@@ -341,6 +347,8 @@ async fn a_new_learner_catches_up_from_a_multi_chunk_snapshot() {
         wait_applied(&learner, last).await;
         println!("learner caught up in {:?}", t.elapsed());
         assert!(learner.raft.get_snapshot().await.unwrap().is_some(), "learner installed a snapshot");
+        let kept: Vec<_> = std::fs::read_dir(learner._dir.path().join("snap")).unwrap().map(|e| e.unwrap().path()).collect();
+        assert!(kept.is_empty(), "the installed snapshot file was kept: {kept:?}");
         assert_eq!(contents(&learner.store), contents(&l.store), "learner state equals leader state");
 
         // And it keeps following the log afterwards.

@@ -898,6 +898,14 @@ impl Store {
     }
 
     /// Stops background work and flushes the engine. The store must not be used afterwards.
+    /// Makes everything applied so far durable, unsynced batches included
+    /// (with `StoreConfig::sync_writes` off, a crash may otherwise lose the
+    /// latest batches). The Raft layer calls it before purging the log that
+    /// could have re-applied them.
+    pub fn sync(&self) -> Result<(), StorageError> {
+        self.engine.sync_wal()
+    }
+
     pub fn close(&self) -> Result<(), StorageError> {
         self.compactor.stop();
         if let Some(t) = self.compactor_thread.lock().take() {

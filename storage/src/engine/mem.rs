@@ -124,6 +124,10 @@ impl Engine for MemEngine {
         Ok(())
     }
 
+    fn sync_wal(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
     /// Nothing to reclaim: deleted entries are gone from the maps already.
     fn compact_files(&self) -> Result<(), StorageError> {
         Ok(())

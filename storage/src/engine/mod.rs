@@ -122,6 +122,10 @@ pub trait Engine: Send + Sync + 'static {
     /// Flushes memtables and syncs; called on graceful shutdown.
     fn flush(&self) -> Result<(), StorageError>;
 
+    /// Makes every write made so far durable (unsynced writes included),
+    /// without flushing memtables: one WAL fsync.
+    fn sync_wal(&self) -> Result<(), StorageError>;
+
     /// Rewrites stored files to drop deleted data (etcd's defragment).
     fn compact_files(&self) -> Result<(), StorageError>;
 }

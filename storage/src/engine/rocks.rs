@@ -159,4 +159,8 @@ impl Engine for RocksEngine {
         }
         self.db.flush_wal(true).map_err(engine_err)
     }
+
+    fn sync_wal(&self) -> Result<(), StorageError> {
+        self.db.flush_wal(true).map_err(engine_err)
+    }
 }
