@@ -13,6 +13,13 @@
 //! then fails with [`ClusterError::NoLeader`] (never had one) or
 //! [`ClusterError::Timeout`] (the outcome is unknown), as etcd does.
 //!
+//! Proposals and read-index requests, the calls every client request makes,
+//! travel in batches: a follower's [`Forwarder`] sends whatever queued up
+//! while its previous batches were in flight as one `Forward` call, and the
+//! leader runs the batch's calls concurrently (openraft then appends the
+//! proposals together, and the reads share a quorum round). Under load this
+//! turns thousands of forwarded calls a second into a few hundred.
+//!
 //! # Retried writes are applied once
 //!
 //! A proposal carries a random id, kept across retries. If the leader changes
@@ -148,6 +155,8 @@ pub enum ForwardRequest {
     LeaseKeepAlive { id: i64 },
     /// A lease's remaining and granted TTL on the leader's clock.
     LeaseTimeToLive { id: i64 },
+    /// Proposals and read-index requests queued together (see [`Forwarder`]).
+    Batch(Vec<ForwardRequest>),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -159,6 +168,8 @@ pub enum ForwardReply {
     LeaseTtl(i64),
     /// (remaining, granted) TTL; `None` = no such lease.
     LeaseStatus(Option<(i64, i64)>),
+    /// One result per call of a [`ForwardRequest::Batch`], in order.
+    Batch(Vec<ForwardResult>),
 }
 
 type ForwardResult = Result<ForwardReply, ClusterError>;
@@ -173,6 +184,15 @@ const MAX_LEARNERS: usize = 1;
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 /// Bound on one forwarded call; the overall deadline still applies.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+/// Calls waiting for a forwarded batch; a caller beyond this waits for room.
+const FORWARD_QUEUE: usize = 16 * 1024;
+/// Batches in flight to the leader at once. While all are out, calls queue
+/// up and go together in the next batch.
+const FORWARD_IN_FLIGHT: usize = 4;
+/// Bounds on one batch: calls, and (estimated) encoded bytes, well under
+/// the peer network's message limit.
+const FORWARD_BATCH_CALLS: usize = 512;
+const FORWARD_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 /// A running Raft member. Cheap to clone.
 #[derive(Clone)]
@@ -184,6 +204,7 @@ struct Inner {
     cfg: NodeConfig,
     raft: CairnRaft,
     network: PeerNetwork,
+    forwarder: Forwarder,
     store: Arc<Store>,
     leader_contact: Arc<LeaderContact>,
     lessor: parking_lot::Mutex<Lessor>,
@@ -230,7 +251,8 @@ impl RaftNode {
         let raft = CairnRaft::new(cfg.id, config, network.clone(), log_store, sm).await.map_err(fatal)?;
         let leader_contact = Arc::default();
         let lessor = Default::default();
-        let node = RaftNode { inner: Arc::new(Inner { cfg, raft, network, store, leader_contact, lessor }) };
+        let forwarder = Forwarder::start(network.clone());
+        let node = RaftNode { inner: Arc::new(Inner { cfg, raft, network, forwarder, store, leader_contact, lessor }) };
         tokio::spawn(node.clone().run_lessor());
         Ok(node)
     }
@@ -394,6 +416,8 @@ impl RaftNode {
                 tokio::time::timeout_at(deadline, self.handle_local(req.clone()))
                     .await
                     .unwrap_or(Err(ClusterError::Timeout))
+            } else if matches!(req, ForwardRequest::Propose(_) | ForwardRequest::ReadIndex) {
+                self.inner.forwarder.call(leader, node, req.clone(), deadline).await
             } else {
                 self.forward(leader, &node, &req, deadline).await
             };
@@ -634,6 +658,7 @@ impl RaftNode {
                 Err(e) => Err(fatal(e)),
             },
             ForwardRequest::ListMembers => Ok(self.members_reply()),
+            ForwardRequest::Batch(_) => Err(fatal("a batch is answered call by call, never run as one")),
             ForwardRequest::LeaseKeepAlive { id } => {
                 let mut lessor = self.inner.lessor.lock();
                 if !lessor.is_primary() {
@@ -765,6 +790,19 @@ impl ForwardHandler for RaftNode {
             .map_err(|e| tonic::Status::invalid_argument(format!("undecodable forwarded call: {e}")))?;
         let result = match req {
             ForwardRequest::ListMembers => Ok(self.members_reply()),
+            ForwardRequest::Batch(calls) if self.status().leader == Some(self.id()) => {
+                let timeout = self.inner.cfg.request_timeout;
+                let results = futures_util::future::join_all(calls.into_iter().map(|call| async move {
+                    match call {
+                        ForwardRequest::Propose(_) | ForwardRequest::ReadIndex => {
+                            tokio::time::timeout(timeout, self.handle_local(call)).await.unwrap_or(Err(ClusterError::Timeout))
+                        }
+                        other => Err(fatal(format!("{other:?} cannot be batched"))),
+                    }
+                }))
+                .await;
+                Ok(ForwardReply::Batch(results))
+            }
             req if self.status().leader == Some(self.id()) => {
                 tokio::time::timeout(self.inner.cfg.request_timeout, self.handle_local(req))
                     .await
@@ -773,5 +811,126 @@ impl ForwardHandler for RaftNode {
             _ => Err(ClusterError::NotLeader),
         };
         bincode::serialize(&result).map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+/// A call waiting to be forwarded in a batch.
+struct Queued {
+    leader: NodeId,
+    node: Member,
+    call: ForwardRequest,
+    deadline: Instant,
+    reply: tokio::sync::oneshot::Sender<ForwardResult>,
+}
+
+/// Sends a follower's proposals and read-index requests to the leader in
+/// batches: one task takes what has queued up, at most
+/// [`FORWARD_IN_FLIGHT`] batches are out at once, and each caller gets its
+/// own call's result. A transport failure fails every call in the batch as
+/// "not leader" (its outcome unknown; the caller retries with the same
+/// request id), as it would have failed each call sent alone.
+struct Forwarder {
+    queue: tokio::sync::mpsc::Sender<Queued>,
+}
+
+impl Forwarder {
+    fn start(network: PeerNetwork) -> Forwarder {
+        let (queue, rx) = tokio::sync::mpsc::channel(FORWARD_QUEUE);
+        tokio::spawn(Self::run(network, rx));
+        Forwarder { queue }
+    }
+
+    /// Forwards `call` to `leader` in the next batch and waits (until
+    /// `deadline`) for its result.
+    async fn call(&self, leader: NodeId, node: Member, call: ForwardRequest, deadline: Instant) -> ForwardResult {
+        let (reply, result) = tokio::sync::oneshot::channel();
+        let queued = Queued { leader, node, call, deadline, reply };
+        match tokio::time::timeout_at(deadline, self.queue.send(queued)).await {
+            Err(_) => return Err(ClusterError::Timeout),
+            Ok(Err(_)) => return Err(ClusterError::Stopped),
+            Ok(Ok(())) => {}
+        }
+        match tokio::time::timeout_at(deadline, result).await {
+            Err(_) => Err(ClusterError::Timeout),
+            Ok(Err(_)) => Err(ClusterError::Stopped),
+            Ok(Ok(r)) => r,
+        }
+    }
+
+    async fn run(network: PeerNetwork, mut rx: tokio::sync::mpsc::Receiver<Queued>) {
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(FORWARD_IN_FLIGHT));
+        loop {
+            // Wait for room first: calls arriving meanwhile join this batch.
+            let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+            let Some(first) = rx.recv().await else { return };
+            let mut bytes = first.call.estimated_size();
+            let mut batch = vec![first];
+            while batch.len() < FORWARD_BATCH_CALLS && bytes < FORWARD_BATCH_BYTES {
+                match rx.try_recv() {
+                    Ok(q) => {
+                        bytes += q.call.estimated_size();
+                        batch.push(q);
+                    }
+                    Err(_) => break,
+                }
+            }
+            // Calls queued before and after a leader change go to different leaders.
+            let mut by_leader: BTreeMap<NodeId, Vec<Queued>> = BTreeMap::new();
+            for q in batch {
+                by_leader.entry(q.leader).or_default().push(q);
+            }
+            let network = network.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                for (leader, calls) in by_leader {
+                    Self::send(&network, leader, calls).await;
+                }
+            });
+        }
+    }
+
+    async fn send(network: &PeerNetwork, leader: NodeId, calls: Vec<Queued>) {
+        let node = calls[0].node.clone();
+        let latest = calls.iter().map(|q| q.deadline).max().expect("a batch is never empty");
+        let (meta, reqs): (Vec<_>, Vec<_>) =
+            calls.into_iter().map(|q| ((q.deadline, q.reply), q.call)).unzip();
+        let n = reqs.len();
+        let results: Vec<ForwardResult> = match bincode::serialize(&ForwardRequest::Batch(reqs)) {
+            Err(e) => vec![Err(fatal(e)); n],
+            Ok(data) => {
+                let left = latest.saturating_duration_since(Instant::now()).min(FORWARD_TIMEOUT);
+                match network.forward(leader, &node, data, left).await {
+                    Ok(reply) => match bincode::deserialize::<ForwardResult>(&reply) {
+                        Ok(Ok(ForwardReply::Batch(results))) if results.len() == n => results,
+                        Ok(Ok(other)) => vec![Err(fatal(format!("unexpected reply to a batch: {other:?}"))); n],
+                        // The whole batch was refused (e.g. "not leader").
+                        Ok(Err(e)) => vec![Err(e); n],
+                        Err(e) => vec![Err(fatal(e)); n],
+                    },
+                    Err(status) => {
+                        tracing::debug!(leader, error = %status, calls = n, "forwarding a batch to the leader failed");
+                        // Unknown whether it arrived; the callers retry.
+                        vec![Err(ClusterError::NotLeader); n]
+                    }
+                }
+            }
+        };
+        for ((deadline, reply), result) in meta.into_iter().zip(results) {
+            let result = match result {
+                Err(ClusterError::NotLeader) if Instant::now() >= deadline => Err(ClusterError::Timeout),
+                r => r,
+            };
+            let _ = reply.send(result);
+        }
+    }
+}
+
+impl ForwardRequest {
+    /// Roughly its encoded size, to bound a batch.
+    fn estimated_size(&self) -> usize {
+        match self {
+            ForwardRequest::Propose(r) => r.payload.len() + 32,
+            _ => 32,
+        }
     }
 }
