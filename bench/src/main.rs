@@ -5,7 +5,11 @@
 //! It talks to the server through the raw tonic stubs rather than a client
 //! library: `--conns N` is then exactly N HTTP/2 connections, and the
 //! tool's own per-request work stays small next to the server's.
+//!
+//! `compare` runs the workloads against a 3-member etcd cluster and a
+//! 3-member Cairn cluster that it starts itself, and reports both.
 
+mod compare;
 mod conn;
 mod driver;
 mod duration;
@@ -80,12 +84,19 @@ enum Cmd {
     Watch(workload::watch::WatchArgs),
     /// Benchmark lease keep-alive
     LeaseKeepalive(workload::lease::LeaseArgs),
+    /// Start a 3-member etcd and a 3-member Cairn cluster, run every workload against both, report side by side
+    Compare(compare::CompareArgs),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let c = &cli.common;
+    if let Cmd::Compare(a) = &cli.cmd {
+        // Awaited here, on the main thread, not spawned: the servers and
+        // benchmark runs it starts die with the thread that spawned them.
+        return compare::run(a, c.seed).await;
+    }
     if c.conns == 0 || c.clients == 0 {
         bail!("--conns and --clients must be at least 1");
     }
@@ -111,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::TxnPut(a) => workload::txn::run(&ctx, a).await,
         Cmd::Watch(a) => workload::watch::run(&ctx, a).await,
         Cmd::LeaseKeepalive(a) => workload::lease::run(&ctx, a).await,
+        Cmd::Compare(_) => unreachable!("handled before connecting"),
     }
     .context("benchmark setup failed")?;
 
