@@ -10,6 +10,8 @@ use crate::checker::register::{self, Verdict};
 use crate::checker::Budget;
 use crate::history::{self, Event};
 use crate::jepsen_log;
+use crate::nemesis::FaultKind;
+use crate::workload::WorkloadKind;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,6 +33,116 @@ pub enum Command {
     /// (REASON)` when the budget ran out. Exits 0 iff every file was decided
     /// (either way), 1 otherwise.
     CheckRegister(CheckRegisterArgs),
+    /// Run a workload against a cluster under faults, record the history,
+    /// check it and write a report directory.
+    ///
+    /// Starts `--nodes` real `cairn` processes on 127.0.0.1 (or uses
+    /// `--endpoints`), runs `--concurrency` clients for `--time-limit` while
+    /// the nemesis kills, pauses and partitions members on a schedule drawn
+    /// from `--seed`, heals, checks that a write succeeds and that all
+    /// members converge, then checks the history. Prints one summary line.
+    /// Exits 0 iff the run is valid.
+    Run(RunArgs),
+}
+
+/// A nemesis fault class, or `none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NemesisArg {
+    Kill,
+    Pause,
+    Partition,
+    None,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// What the clients do.
+    #[arg(long, value_enum, default_value_t = WorkloadKind::Register)]
+    pub workload: WorkloadKind,
+    /// Cluster size (3 or 5 for fault tests).
+    #[arg(long, default_value_t = 3)]
+    pub nodes: usize,
+    /// How long the clients run, e.g. `60s`, `2m`.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub time_limit: Duration,
+    /// Logical processes, each with its own client, one operation at a time.
+    #[arg(long, default_value_t = 10)]
+    pub concurrency: usize,
+    /// Fault classes, comma-separated: kill, pause, partition, or none.
+    /// Default: all three for a cluster the harness starts, none with
+    /// --endpoints.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub nemesis: Option<Vec<NemesisArg>>,
+    /// Mean time between fault starts.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub nemesis_interval: Duration,
+    /// Seed of the fault schedule and the clients' choices; random if
+    /// absent. Always printed and stored in config.json.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Test these existing servers (comma-separated client URLs, e.g. a
+    /// real etcd) instead of starting cairn; no kill, pause or partition.
+    #[arg(long, value_delimiter = ',')]
+    pub endpoints: Vec<String>,
+    /// Where the report goes; default
+    /// `jepsen/reports/<timestamp>-<workload>-<seed>`.
+    #[arg(long)]
+    pub report_dir: Option<PathBuf>,
+    /// The cairn binary; default: next to cairn-jepsen, else on PATH.
+    #[arg(long)]
+    pub cairn: Option<PathBuf>,
+    /// How long one client operation may take before its outcome counts
+    /// as unknown.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub op_timeout: Duration,
+    /// Passed to every member, in ms.
+    #[arg(long, default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Passed to every member, in ms; pauses last 2–6 times this.
+    #[arg(long, default_value_t = 1000)]
+    pub election_timeout: u64,
+    /// Registers active at a time (register), or keys (kv).
+    #[arg(long, default_value_t = 10)]
+    pub keys: usize,
+    /// Time limit for the register linearizability check.
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    pub check_timeout: Duration,
+}
+
+impl RunArgs {
+    /// The requested fault classes (`none` drops out), if any were given.
+    pub fn fault_kinds(&self) -> Option<Vec<FaultKind>> {
+        self.nemesis.as_ref().map(|args| {
+            let mut kinds: Vec<FaultKind> = args
+                .iter()
+                .filter_map(|a| match a {
+                    NemesisArg::Kill => Some(FaultKind::Kill),
+                    NemesisArg::Pause => Some(FaultKind::Pause),
+                    NemesisArg::Partition => Some(FaultKind::Partition),
+                    NemesisArg::None => None,
+                })
+                .collect();
+            kinds.sort_by_key(|k| k.name());
+            kinds.dedup();
+            kinds
+        })
+    }
+
+    /// `--endpoints` as URLs (`host:port` gets `http://`).
+    pub fn endpoint_urls(&self) -> Vec<String> {
+        self.endpoints
+            .iter()
+            .map(|e| e.trim())
+            .filter(|e| !e.is_empty())
+            .map(|e| {
+                if e.contains("://") {
+                    e.to_string()
+                } else {
+                    format!("http://{e}")
+                }
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Args)]

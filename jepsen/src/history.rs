@@ -67,6 +67,10 @@ pub struct Event {
     /// Why a `fail` or `info` completion happened, for humans.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// On an `ok` completion from an etcd-like store: the response header's
+    /// revision (the store's revision when the request was served).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rev: Option<i64>,
 }
 
 /// The run's single monotonic clock.
@@ -202,42 +206,36 @@ pub fn read_jsonl<R: BufRead>(input: R) -> Result<Vec<Event>, HistoryError> {
     Ok(events)
 }
 
-/// Pairs each invoke with its process's next completion.
-///
-/// `fail` operations are dropped (counted in [`Paired::failed`]). Invokes
-/// still in flight at the end of the history become `info`: the run ended
-/// before their outcome was known, which is exactly an unknown outcome.
-pub fn pair(events: &[Event]) -> Result<Paired, HistoryError> {
-    // Slots in `ops` hold `None` for failed operations until the end, so an
-    // operation's position is fixed at its invoke and the output stays in
-    // invoke order.
-    let mut ops: Vec<Option<Operation>> = Vec::new();
+/// An invoke and its completion, as positions in the event slice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventPair {
+    pub invoke: usize,
+    /// `None`: the run ended with the operation still in flight.
+    pub completion: Option<usize>,
+}
+
+/// Pairs each invoke with its process's next completion, keeping every
+/// operation (failed ones too), in invoke order, and checking that the
+/// history is well-formed: one operation in flight per process, each
+/// completion matching its invoke's function and key and not preceding it.
+pub fn pair_events(events: &[Event]) -> Result<Vec<EventPair>, HistoryError> {
+    let mut pairs: Vec<EventPair> = Vec::new();
     let mut in_flight: HashMap<u64, usize> = HashMap::new();
-    let mut failed = 0;
-    for event in events {
+    for (pos, event) in events.iter().enumerate() {
         match event.kind {
             EventType::Invoke => {
                 if let Some(&slot) = in_flight.get(&event.process) {
-                    let pending = ops[slot]
-                        .as_ref()
-                        .expect("an in-flight slot always holds its operation")
-                        .invoke_index;
                     return Err(HistoryError::InvokeWhilePending {
                         index: event.index,
                         process: event.process,
-                        pending,
+                        pending: events[pairs[slot].invoke].index,
                     });
                 }
-                in_flight.insert(event.process, ops.len());
-                ops.push(Some(Operation {
-                    process: event.process,
-                    f: event.f.clone(),
-                    key: event.key.clone(),
-                    input: event.value.clone(),
-                    call_ns: event.t_ns,
-                    invoke_index: event.index,
-                    completion: Completion::Info,
-                }));
+                in_flight.insert(event.process, pairs.len());
+                pairs.push(EventPair {
+                    invoke: pos,
+                    completion: None,
+                });
             }
             EventType::Ok | EventType::Fail | EventType::Info => {
                 let Some(slot) = in_flight.remove(&event.process) else {
@@ -246,48 +244,64 @@ pub fn pair(events: &[Event]) -> Result<Paired, HistoryError> {
                         process: event.process,
                     });
                 };
-                let op = ops[slot]
-                    .as_mut()
-                    .expect("an in-flight slot always holds its operation");
-                if op.f != event.f || op.key != event.key {
+                let invoke = &events[pairs[slot].invoke];
+                if invoke.f != event.f || invoke.key != event.key {
                     return Err(HistoryError::MismatchedCompletion {
                         index: event.index,
                         process: event.process,
-                        pending: op.invoke_index,
-                        invoke: op.f.clone(),
-                        invoke_key: op.key.clone(),
+                        pending: invoke.index,
+                        invoke: invoke.f.clone(),
+                        invoke_key: invoke.key.clone(),
                         completion: event.f.clone(),
                         completion_key: event.key.clone(),
                     });
                 }
-                if event.t_ns < op.call_ns {
+                if event.t_ns < invoke.t_ns {
                     return Err(HistoryError::CompletionBeforeInvoke {
                         index: event.index,
-                        call_ns: op.call_ns,
+                        call_ns: invoke.t_ns,
                         return_ns: event.t_ns,
                     });
                 }
-                match event.kind {
-                    EventType::Ok => {
-                        op.completion = Completion::Ok {
-                            output: event.value.clone(),
-                            return_ns: event.t_ns,
-                            return_index: event.index,
-                        }
-                    }
-                    EventType::Fail => {
-                        ops[slot] = None;
-                        failed += 1;
-                    }
-                    EventType::Info | EventType::Invoke => {}
-                }
+                pairs[slot].completion = Some(pos);
             }
         }
     }
-    Ok(Paired {
-        ops: ops.into_iter().flatten().collect(),
-        failed,
-    })
+    Ok(pairs)
+}
+
+/// Pairs each invoke with its process's next completion.
+///
+/// `fail` operations are dropped (counted in [`Paired::failed`]). Invokes
+/// still in flight at the end of the history become `info`: the run ended
+/// before their outcome was known, which is exactly an unknown outcome.
+pub fn pair(events: &[Event]) -> Result<Paired, HistoryError> {
+    let mut paired = Paired::default();
+    for EventPair { invoke, completion } in pair_events(events)? {
+        let invoke = &events[invoke];
+        let completion = match completion.map(|c| &events[c]) {
+            Some(done) if done.kind == EventType::Fail => {
+                paired.failed += 1;
+                continue;
+            }
+            Some(done) if done.kind == EventType::Ok => Completion::Ok {
+                output: done.value.clone(),
+                return_ns: done.t_ns,
+                return_index: done.index,
+            },
+            _ => Completion::Info,
+        };
+        paired.ops.push(Operation {
+            process: invoke.process,
+            f: invoke.f.clone(),
+            key: invoke.key.clone(),
+            input: invoke.value.clone(),
+            call_ns: invoke.t_ns,
+            invoke_index: invoke.index,
+            completion,
+        });
+    }
+    Ok(paired)
 }
 
 #[cfg(test)]
@@ -306,6 +320,7 @@ mod tests {
             t_ns: index * 10,
             node: None,
             error: None,
+            rev: None,
         }
     }
 

@@ -86,6 +86,7 @@ pub fn parse(text: &str) -> Result<Vec<Event>, JepsenLogError> {
             t_ns: index,
             node: None,
             error,
+            rev: None,
         });
     }
     Ok(events)

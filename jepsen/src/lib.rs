@@ -8,8 +8,27 @@
 //! - [`checker`]: linearizability search ([`checker::wgl`]) and the register
 //!   model ([`checker::register`]);
 //! - [`cli`]: the `cairn-jepsen` subcommands.
+//!
+//! The harness behind `cairn-jepsen run`:
+//! - [`cluster`]: real `cairn` processes on loopback (start, kill -9,
+//!   restart, SIGSTOP/SIGCONT), behind a [`proxy`] that can partition them;
+//! - [`client`]: independent etcd clients, the history [`client::Recorder`]
+//!   and the classification of errors into failed and unknown outcomes;
+//! - [`workload`]: the `register` and `kv` workloads, with [`ops`] the
+//!   vocabulary of kv histories;
+//! - [`nemesis`]: the seeded fault schedule and its execution;
+//! - [`run`]: one run end to end, [`report`] and [`chart`] its outputs.
 
+pub mod chart;
 pub mod checker;
 pub mod cli;
+pub mod client;
+pub mod cluster;
 pub mod history;
 pub mod jepsen_log;
+pub mod nemesis;
+pub mod ops;
+pub mod proxy;
+pub mod report;
+pub mod run;
+pub mod workload;

@@ -4,7 +4,8 @@ use clap::Parser;
 
 use cairn_jepsen::cli::{Cli, Command};
 
-fn main() -> anyhow::Result<ExitCode> {
+#[tokio::main]
+async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::CheckRegister(args) => {
@@ -14,6 +15,19 @@ fn main() -> anyhow::Result<ExitCode> {
                 &mut std::io::stderr().lock(),
             )?;
             Ok(if all_completed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Run(args) => {
+            // Ctrl-C ends the run early; dropping it kills the cluster.
+            let summary = tokio::select! {
+                summary = cairn_jepsen::run::run(&args) => summary?,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+            };
+            println!("{}", summary.line);
+            Ok(if summary.valid {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

@@ -257,6 +257,7 @@ fn events(recorded: &[Recorded]) -> Vec<Event> {
             t_ns,
             node: None,
             error: None,
+            rev: None,
         };
         let output = if r.completion == EventType::Ok {
             &r.output

@@ -1,0 +1,138 @@
+//! Workloads: what the logical processes do, and how each operation is run
+//! against etcd and recorded.
+//!
+//! - [`register`]: read / write / compare-and-set on independent registers
+//!   (one etcd key each), checked for linearizability per key;
+//! - [`kv`]: etcd's KV API mixed (ranges of every kind, puts with and
+//!   without leases, deletes, multi-op txns, CAS on mod revision,
+//!   compaction), checked by the revision-order checker.
+//!
+//! Every written value is unique in the run (`<process>-<counter>`), so a
+//! value read names the one write that produced it.
+
+pub mod kv;
+pub mod register;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use clap::ValueEnum;
+use etcd_client::Client;
+use rand::rngs::StdRng;
+use serde_json::Value;
+
+use crate::history::EventType;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkloadKind {
+    Register,
+    Kv,
+}
+
+impl WorkloadKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkloadKind::Register => "register",
+            WorkloadKind::Kv => "kv",
+        }
+    }
+}
+
+/// An operation about to run.
+#[derive(Debug, Clone)]
+pub struct PlannedOp {
+    /// The history's `f`.
+    pub f: &'static str,
+    /// The history's `key` (register workload: the register's name).
+    pub key: Option<String>,
+    /// The invoke's value.
+    pub value: Value,
+    /// A read: an unknown outcome counts as a failure.
+    pub idempotent: bool,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone)]
+pub enum Action {
+    Register(register::RegisterAction),
+    Kv(crate::ops::Request),
+}
+
+/// The outcome of an operation the server answered.
+#[derive(Debug, Clone)]
+pub struct Executed {
+    /// `Ok`, or `Fail` when the answer itself says nothing was done (a
+    /// register cas whose compare failed).
+    pub kind: EventType,
+    pub value: Value,
+    pub rev: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// A workload and its shared generator state.
+pub enum Workload {
+    Register(register::Register),
+    Kv(kv::KvWorkload),
+}
+
+impl Workload {
+    pub fn new(kind: WorkloadKind, prefix: String, keys: usize) -> Self {
+        match kind {
+            WorkloadKind::Register => Workload::Register(register::Register::new(prefix, keys)),
+            WorkloadKind::Kv => Workload::Kv(kv::KvWorkload::new(prefix, keys)),
+        }
+    }
+
+    /// One-time preparation before the processes start (e.g. leases).
+    pub async fn setup(&self, client: &mut Client) -> anyhow::Result<()> {
+        match self {
+            Workload::Register(_) => Ok(()),
+            Workload::Kv(w) => w.setup(client).await,
+        }
+    }
+
+    pub fn plan(&self, rng: &mut StdRng, process: u64) -> PlannedOp {
+        match self {
+            Workload::Register(w) => w.plan(rng, process),
+            Workload::Kv(w) => w.plan(rng, process),
+        }
+    }
+
+    /// A write that must succeed once the faults are healed.
+    pub fn final_write(&self, process: u64) -> PlannedOp {
+        match self {
+            Workload::Register(w) => w.final_write(process),
+            Workload::Kv(w) => w.final_write(process),
+        }
+    }
+
+    pub async fn execute(
+        &self,
+        client: &mut Client,
+        op: &PlannedOp,
+    ) -> Result<Executed, etcd_client::Error> {
+        match &op.action {
+            Action::Register(a) => register::execute(client, a).await,
+            Action::Kv(r) => kv::execute(client, r).await,
+        }
+    }
+
+    /// Learns from an operation's outcome (values to compare against,
+    /// revisions to read at).
+    pub fn observe(&self, op: &PlannedOp, kind: EventType, value: &Value, rev: Option<i64>) {
+        match self {
+            Workload::Register(w) => w.observe(op, kind, value),
+            Workload::Kv(w) => w.observe(op, kind, value, rev),
+        }
+    }
+}
+
+/// Unique values for writes.
+#[derive(Debug, Default)]
+pub struct Values(AtomicU64);
+
+impl Values {
+    pub fn next(&self, process: u64) -> String {
+        format!("{process}-{}", self.0.fetch_add(1, Ordering::Relaxed))
+    }
+}
