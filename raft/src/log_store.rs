@@ -261,6 +261,9 @@ fn run_syncer(shared: Arc<Shared>, rx: mpsc::Receiver<IoFlushed>) {
     }
 }
 
+/// Bound on the write-ahead log files kept (see [`RocksLogStore::open`]).
+const MAX_TOTAL_WAL_BYTES: u64 = 16 << 20;
+
 /// A durable Raft log and vote store in its own RocksDB. See the crate
 /// documentation for its durability rules.
 ///
@@ -312,6 +315,13 @@ impl RocksLogStore {
         db_opts.set_allow_mmap_writes(false);
         db_opts.set_max_background_jobs(2);
         db_opts.set_keep_log_file_num(3);
+        // A WAL file is kept until every column family with data in it has
+        // been flushed; a small, rarely written family (Meta) would otherwise
+        // pin WAL files up to RocksDB's default cap of four times all
+        // memtables (about 1 GiB here). This forces that flush sooner. The
+        // log holds a few thousand entries after each purge, so a small cap
+        // costs only an occasional memtable flush.
+        db_opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
 
         let cfs = [CF_LOGS, CF_META].map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()));
         let db = DB::open_cf_descriptors(&db_opts, &dir, cfs).map_err(LogStoreError::engine)?;

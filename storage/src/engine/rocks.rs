@@ -17,6 +17,9 @@ pub struct RocksEngine {
 /// index lives in memory and most reads are point lookups of recent data.
 const BLOCK_CACHE_BYTES: usize = 64 << 20;
 
+/// Bound on the write-ahead log files kept (see [`RocksEngine::open`]).
+const MAX_TOTAL_WAL_BYTES: u64 = 64 << 20;
+
 fn engine_err(e: rocksdb::Error) -> StorageError {
     StorageError::Engine(e.into_string())
 }
@@ -40,6 +43,11 @@ impl RocksEngine {
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(2);
         db_opts.set_keep_log_file_num(3);
+        // A WAL file is kept until every column family with data in it has
+        // been flushed; a small, rarely written family (Meta) would otherwise
+        // pin WAL files up to RocksDB's default cap of four times all
+        // memtables (about 1 GiB here). This forces that flush sooner.
+        db_opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
 
         let cfs = Keyspace::ALL
             .iter()
