@@ -550,10 +550,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut r = BufReader::new(File::open(&path)?);
             SnapshotFile::read_meta(&mut r)?;
             let summary = store.restore(&mut r).map_err(storage_io)?;
-            // The restore ended with a synced batch: the store holds it all now.
-            snaps.clear()?;
             tracing::info!(meta = %meta, bytes = summary.bytes, records = summary.records, "installed snapshot");
-            Ok(())
+            // The restore ended with a synced batch: the store holds it all now.
+            snaps.clear()
         })
         .await
         .map_err(io::Error::other)??;

@@ -269,8 +269,8 @@ async fn killed_follower_catches_up_by_snapshot() {
     for d in &dumps {
         assert_eq!(d, &dumps[0]);
     }
-    let logs = cluster.members[follower].logs();
-    assert!(logs.contains("installed snapshot"), "follower did not install a snapshot:\n{logs}");
+    let m = &cluster.members[follower];
+    assert!(m.log_contains_within("installed snapshot", Duration::from_secs(5)), "follower did not install a snapshot:\n{}", m.logs());
     // Same history and compaction on the caught-up member: equal hashes.
     let mut hashes = Vec::new();
     for ep in cluster.endpoints() {
@@ -336,7 +336,11 @@ async fn learner_joins_catches_up_and_is_promoted() {
         assert!(Instant::now() < deadline, "learner has {} of 400 keys", r.count());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(joiner.logs().contains("installed snapshot"), "learner did not catch up by snapshot:\n{}", joiner.logs());
+    assert!(
+        joiner.log_contains_within("installed snapshot", Duration::from_secs(5)),
+        "learner did not catch up by snapshot:\n{}",
+        joiner.logs()
+    );
     assert!(l.status().await.unwrap().is_learner());
     // Promotion waits until the leader sees the learner in sync (90%).
     let deadline = Instant::now() + Duration::from_secs(10);

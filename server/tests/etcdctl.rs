@@ -857,7 +857,7 @@ fn cluster_membership_commands() {
         assert!(Instant::now() < deadline, "learner did not join and catch up: {:?} {caught_up:?}", member_lines(&ctl));
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(joiner.logs().contains("installed snapshot"), "learner did not catch up by snapshot");
+    assert!(joiner.log_contains_within("installed snapshot", Duration::from_secs(5)), "learner did not catch up by snapshot");
     assert_eq!(learner_ctl.err(&["put", "x", "y"]), "Error: etcdserver: rpc not supported for learner\n");
 
     // The leader promotes only once the learner's log is 90% of its own (as

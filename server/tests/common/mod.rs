@@ -106,6 +106,21 @@ impl Cairn {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
+    /// Whether the log contains `needle` within `timeout` (a line may be
+    /// written a moment after the effect it reports is visible to clients).
+    pub fn log_contains_within(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.logs().contains(needle) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn wait_ready(&mut self) {
         self.wait_health("/health");
     }
