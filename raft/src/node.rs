@@ -210,6 +210,18 @@ struct Inner {
     lessor: parking_lot::Mutex<Lessor>,
 }
 
+/// A forwarded call whose transport failed: it is unknown whether it
+/// arrived. Before the caller's deadline it is retried (with the same
+/// request id) as after a leader change; at the deadline its outcome is
+/// unknown, which etcd reports as a timeout.
+fn forward_failed(deadline: Instant) -> ClusterError {
+    if Instant::now() >= deadline {
+        ClusterError::Timeout
+    } else {
+        ClusterError::NotLeader
+    }
+}
+
 fn fatal<E: std::fmt::Display>(e: E) -> ClusterError {
     ClusterError::Fatal(e.to_string())
 }
@@ -442,12 +454,7 @@ impl RaftNode {
             Ok(reply) => bincode::deserialize::<ForwardResult>(&reply).map_err(fatal)?,
             Err(status) => {
                 tracing::debug!(leader, error = %status, "forwarding to the leader failed");
-                if Instant::now() >= deadline {
-                    Err(ClusterError::Timeout)
-                } else {
-                    // Unknown whether it arrived; a retry carries the same id.
-                    Err(ClusterError::NotLeader)
-                }
+                Err(forward_failed(deadline))
             }
         }
     }
@@ -909,17 +916,12 @@ impl Forwarder {
                     },
                     Err(status) => {
                         tracing::debug!(leader, error = %status, calls = n, "forwarding a batch to the leader failed");
-                        // Unknown whether it arrived; the callers retry.
-                        vec![Err(ClusterError::NotLeader); n]
+                        meta.iter().map(|(deadline, _)| Err(forward_failed(*deadline))).collect()
                     }
                 }
             }
         };
-        for ((deadline, reply), result) in meta.into_iter().zip(results) {
-            let result = match result {
-                Err(ClusterError::NotLeader) if Instant::now() >= deadline => Err(ClusterError::Timeout),
-                r => r,
-            };
+        for ((_, reply), result) in meta.into_iter().zip(results) {
             let _ = reply.send(result);
         }
     }
