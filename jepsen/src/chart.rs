@@ -30,6 +30,10 @@ fn fault_color(kind: FaultKind) -> RGBColor {
         FaultKind::Kill => RGBColor(230, 60, 60),
         FaultKind::Pause => RGBColor(240, 170, 0),
         FaultKind::Partition => RGBColor(140, 80, 200),
+        FaultKind::KillAll => RGBColor(120, 0, 0),
+        FaultKind::Member => RGBColor(0, 150, 150),
+        FaultKind::Transfer => RGBColor(30, 30, 30),
+        FaultKind::Compact => RGBColor(120, 120, 120),
     }
 }
 
@@ -71,15 +75,17 @@ pub fn latency_svg(
         .draw()
         .map_err(draw_err)?;
 
-    for kind in [FaultKind::Kill, FaultKind::Pause, FaultKind::Partition] {
+    // Instant faults (a leader transfer, a compaction) get a thin band of
+    // this width so they show.
+    let instant_s = end_s / 400.0;
+    for kind in FaultKind::ALL {
         let windows: Vec<(f64, f64)> = faults
             .iter()
             .filter(|f| f.kind == kind)
             .map(|f| {
-                (
-                    f.start_ns as f64 / 1e9,
-                    f.end_ns.unwrap_or(end_ns) as f64 / 1e9,
-                )
+                let start = f.start_ns as f64 / 1e9;
+                let end = f.end_ns.unwrap_or(end_ns) as f64 / 1e9;
+                (start, end.max(start + instant_s))
             })
             .collect();
         if windows.is_empty() {
@@ -88,8 +94,9 @@ pub fn latency_svg(
         let color = fault_color(kind);
         chart
             .draw_series(
-                windows.into_iter().map(|(s, e)| {
-                    Rectangle::new([(s, min_ms), (e, max_ms)], color.mix(0.15).filled())
+                windows.into_iter().map(move |(s, e)| {
+                    let alpha = if kind.is_instant() { 0.5 } else { 0.15 };
+                    Rectangle::new([(s, min_ms), (e, max_ms)], color.mix(alpha).filled())
                 }),
             )
             .map_err(draw_err)?

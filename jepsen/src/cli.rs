@@ -49,8 +49,14 @@ pub enum Command {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum NemesisArg {
     Kill,
+    KillAll,
     Pause,
     Partition,
+    Member,
+    Transfer,
+    Compact,
+    /// Every fault class, kill-all included.
+    All,
     None,
 }
 
@@ -68,9 +74,9 @@ pub struct RunArgs {
     /// Logical processes, each with its own client, one operation at a time.
     #[arg(long, default_value_t = 10)]
     pub concurrency: usize,
-    /// Fault classes, comma-separated: kill, pause, partition, or none.
-    /// Default: all three for a cluster the harness starts, none with
-    /// --endpoints.
+    /// Fault classes, comma-separated: kill, kill-all, pause, partition,
+    /// member, transfer, compact, all, or none. Default: all but kill-all
+    /// for a cluster the harness starts, none with --endpoints.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub nemesis: Option<Vec<NemesisArg>>,
     /// Mean time between fault starts.
@@ -115,11 +121,16 @@ impl RunArgs {
         self.nemesis.as_ref().map(|args| {
             let mut kinds: Vec<FaultKind> = args
                 .iter()
-                .filter_map(|a| match a {
-                    NemesisArg::Kill => Some(FaultKind::Kill),
-                    NemesisArg::Pause => Some(FaultKind::Pause),
-                    NemesisArg::Partition => Some(FaultKind::Partition),
-                    NemesisArg::None => None,
+                .flat_map(|a| match a {
+                    NemesisArg::Kill => vec![FaultKind::Kill],
+                    NemesisArg::KillAll => vec![FaultKind::KillAll],
+                    NemesisArg::Pause => vec![FaultKind::Pause],
+                    NemesisArg::Partition => vec![FaultKind::Partition],
+                    NemesisArg::Member => vec![FaultKind::Member],
+                    NemesisArg::Transfer => vec![FaultKind::Transfer],
+                    NemesisArg::Compact => vec![FaultKind::Compact],
+                    NemesisArg::All => FaultKind::ALL.to_vec(),
+                    NemesisArg::None => Vec::new(),
                 })
                 .collect();
             kinds.sort_by_key(|k| k.name());

@@ -100,9 +100,14 @@ pub struct Member {
     pub client_url: String,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
+    /// The peer URL the member advertises (the proxy's, with a proxy).
+    peer_url: String,
     args: Vec<String>,
     child: Option<Child>,
     paused: bool,
+    /// Removed from the membership and wiped: must not be restarted with
+    /// its old flags (it would bootstrap on its own), only [`Cluster::rejoin`]ed.
+    removed: bool,
 }
 
 impl Member {
@@ -187,9 +192,11 @@ impl Cluster {
                 client_url,
                 data_dir,
                 log_path: opts.log_dir.join(format!("{}.log", name(i))),
+                peer_url: advertised_peer(i),
                 args,
                 child: None,
                 paused: false,
+                removed: false,
             });
         }
         let mut cluster = Cluster {
@@ -286,7 +293,54 @@ impl Cluster {
         if self.members[i].child.is_some() {
             bail!("{} is already running", self.members[i].name);
         }
+        if self.members[i].removed {
+            bail!("{} was removed from the cluster", self.members[i].name);
+        }
         self.start(i, "restart")
+    }
+
+    pub fn peer_url(&self, i: usize) -> &str {
+        &self.members[i].peer_url
+    }
+
+    pub fn is_removed(&self, i: usize) -> bool {
+        self.members[i].removed
+    }
+
+    /// Deletes the data directory of member i, which must be stopped, and
+    /// marks it removed.
+    pub fn wipe(&mut self, i: usize) -> anyhow::Result<()> {
+        let member = &mut self.members[i];
+        if member.child.is_some() {
+            bail!("{} is running", member.name);
+        }
+        member.removed = true;
+        match std::fs::remove_dir_all(&member.data_dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("cannot remove {}", member.data_dir.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Starts wiped member i as a new member joining the running cluster
+    /// (after MemberAdd), with the membership's `--initial-cluster`. Later
+    /// restarts reuse these flags; the member then ignores them, as etcd
+    /// does, because its data directory has its identity.
+    pub fn rejoin(&mut self, i: usize, initial_cluster: &str) -> anyhow::Result<()> {
+        let member = &mut self.members[i];
+        if member.child.is_some() {
+            bail!("{} is running", member.name);
+        }
+        for arg in &mut member.args {
+            if arg.starts_with("--initial-cluster=") {
+                *arg = format!("--initial-cluster={initial_cluster}");
+            } else if arg.starts_with("--initial-cluster-state=") {
+                *arg = "--initial-cluster-state=existing".to_string();
+            }
+        }
+        member.removed = false;
+        self.start(i, "rejoin")
     }
 
     /// SIGSTOPs member i.

@@ -136,10 +136,13 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<RunSummary> {
     let kinds: Vec<FaultKind> = match args.fault_kinds() {
         Some(kinds) => kinds,
         None if external => Vec::new(),
-        None => vec![FaultKind::Kill, FaultKind::Pause, FaultKind::Partition],
+        None => FaultKind::ALL
+            .into_iter()
+            .filter(|&k| k != FaultKind::KillAll)
+            .collect(),
     };
     if external && !kinds.is_empty() {
-        bail!("--endpoints targets servers the harness does not own: kill, pause and partition need a cluster it started (use --nemesis none)");
+        bail!("--endpoints targets servers the harness does not own: faults need a cluster it started (use --nemesis none)");
     }
     if args.concurrency == 0 {
         bail!("--concurrency must be at least 1");
