@@ -66,8 +66,10 @@ pub struct NodeConfig {
     pub cluster_id: u64,
     /// `--heartbeat-interval`.
     pub heartbeat: Duration,
-    /// `--election-timeout`: elections start after a random wait in
-    /// `[election, 2 × election)`, as etcd's randomized election ticks.
+    /// `--election-timeout`: a follower that stops hearing from the leader
+    /// starts an election after a random wait in `[1.5 × election,
+    /// 2 × election)` (etcd: `[election, 2 × election)`); see
+    /// [`RaftNode::start`] for how openraft's timers make that up.
     pub election: Duration,
     /// `--snapshot-count`: entries applied between snapshots.
     pub snapshot_count: u64,
@@ -237,15 +239,23 @@ impl RaftNode {
         observer: Option<Arc<dyn ApplyObserver>>,
     ) -> Result<RaftNode, ClusterError> {
         let heartbeat = cfg.heartbeat.as_millis().max(1) as u64;
-        let election = (cfg.election.as_millis() as u64).max(heartbeat * 2);
+        let election = (cfg.election.as_millis() as u64).max(heartbeat * 4);
+        // openraft starts an election once `leader lease + sampled timeout`
+        // has passed since the leader was last heard from, where the lease
+        // is `election_timeout_max` and the timeout is sampled in
+        // `[min, max)`. etcd's followers campaign after `[E, 2E)` and refuse
+        // votes for `E` after hearing from a leader. With max = E and
+        // min = E/2 the lease is etcd's E and elections start after
+        // `[1.5E, 2E)`; the former [E, 2E) timer gave [3E, 4E), a 3-4 s
+        // failover at the default 1 s.
         // Leave room for the RPC envelope under the peer message limit.
         let per_entry = cfg.max_request_bytes.max(1) + 4096;
         let max_payload_entries = ((48 * 1024 * 1024) / per_entry).clamp(1, 4096);
         let config = Config {
             cluster_name: "cairn".into(),
             heartbeat_interval: heartbeat,
-            election_timeout_min: election,
-            election_timeout_max: election * 2,
+            election_timeout_min: election / 2,
+            election_timeout_max: election,
             install_snapshot_timeout: 30_000,
             max_payload_entries,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_count.max(1)),
@@ -336,10 +346,10 @@ impl RaftNode {
         // what a learner may.
         let is_learner = !m.membership_config.membership().voter_ids().any(|id| id == self.id());
         // A leader counts only while it is in touch with a quorum (leader:
-        // acknowledged within the longest election timeout; follower: heard
-        // from it within that time), as etcd's raft forgets a leader when
-        // its election timer fires.
-        let lease = self.inner.cfg.election * 2;
+        // acknowledged within the election timeout; follower: heard from it
+        // within that time), as etcd's raft forgets a leader when its
+        // election timer fires.
+        let lease = self.inner.cfg.election;
         let leader = match m.state {
             ServerState::Leader => {
                 let acked = m.last_quorum_acked.as_ref().map(|t| t.elapsed());
