@@ -151,10 +151,10 @@ pub fn plan(seed: u64, opts: &PlanOptions) -> Vec<PlannedFault> {
         let kind = opts.kinds[rng.random_range(0..opts.kinds.len())];
         let duration = match kind {
             FaultKind::Kill | FaultKind::KillAll => rng.random_range(1.0..3.0),
-            // Followers notice a silent leader only after about three
-            // election timeouts (the randomized timeout plus the leader's
-            // lease), so pauses up to 6 × make the paused member come back
-            // as a deposed leader about half the time.
+            // A cairn follower campaigns 1.5–2 election timeouts after the
+            // leader falls silent (etcd: 1–2), so most pauses of a leader
+            // outlast that and it comes back deposed; the shorter ones test
+            // a leader that resumes in time.
             FaultKind::Pause => rng.random_range(2.0 * election..6.0 * election),
             FaultKind::Partition => rng.random_range(2.0..5.0),
             // Long enough for the removal, the wipe and a catch-up that
