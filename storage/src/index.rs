@@ -183,14 +183,25 @@ impl TreeIndex {
     }
 
     /// Drops history older than `at`: afterwards a read at any revision
-    /// `>= at` gives the same answer as before. Returns the revisions `<= at`
-    /// that are still needed; every other stored record `<= at` may be deleted.
+    /// `>= at` gives the same answer as before, and a watch from `at` sees
+    /// every event of revision `at`. Returns the revisions `<= at` that are
+    /// still needed; every other stored record `<= at` may be deleted.
+    ///
+    /// A generation that ended with a delete at exactly `at` is kept (its
+    /// last put and its tombstone), so that delete stays in the history a
+    /// watch from the compaction revision reads; the next compaction past it
+    /// forgets the key. etcd dropped that tombstone until 3.5.15 (etcd
+    /// issue 18089, fixed by "keep tombstone if revision == compactAtRev").
     pub fn compact(&mut self, at: i64) -> HashSet<Revision> {
         let mut keep = HashSet::new();
         self.keys.retain(|_, ki| {
             ki.generations.retain_mut(|g| {
-                if matches!(g.tombstone, Some(t) if t.main <= at) {
-                    return false;
+                match g.tombstone {
+                    Some(t) if t.main < at => return false,
+                    Some(t) if t.main == at => {
+                        keep.insert(t);
+                    }
+                    _ => {}
                 }
                 let n = g.revs.partition_point(|r| r.main <= at);
                 if n > 1 {
@@ -250,12 +261,19 @@ mod tests {
         let before: Vec<_> = (5..=8).map(|at| (ix.get(b"a", at), ix.get(b"b", at), ix.get(b"c", at))).collect();
 
         let keep = ix.compact(5);
-        assert_eq!(keep, HashSet::from([r(3)]));
+        // "b" was deleted at the compaction revision itself: its tombstone
+        // (and last put) stay, so a watch from revision 5 sees the delete.
+        assert_eq!(keep, HashSet::from([r(3), r(4), r(5)]));
         let after: Vec<_> = (5..=8).map(|at| (ix.get(b"a", at), ix.get(b"b", at), ix.get(b"c", at))).collect();
         assert_eq!(before, after);
-        // "b" ended before the compaction point and is forgotten entirely.
-        assert_eq!(ix.len(), 2);
+        assert_eq!(ix.len(), 3);
         assert_eq!(ix.put(b"a", r(9)).version, 4, "version survives compaction");
+
+        // Past the delete, "b" is forgotten entirely.
+        let keep = ix.compact(6);
+        assert_eq!(keep, HashSet::from([r(6)]));
+        assert_eq!(ix.len(), 2);
+        assert_eq!(ix.get(b"b", 6), None);
     }
 
     #[test]

@@ -1221,6 +1221,44 @@ mod tests {
         assert_eq!(get(&store, "even", 0).unwrap().kvs[0].version, 6);
     }
 
+    /// etcd issue 18089: a delete at exactly the compaction revision must
+    /// stay in the history a watch from that revision reads, also after a
+    /// reopen rebuilds the index from what physical compaction kept.
+    #[test]
+    fn a_delete_at_the_compaction_revision_stays_in_the_history() {
+        let engine = Arc::new(MemEngine::new());
+        let store = Store::open(engine.clone(), cfg()).unwrap();
+        store.apply(1, &put("k", "1")).unwrap();
+        store.apply(2, &put("k", "2")).unwrap();
+        let del = WriteRequest::DeleteRange(DeleteRangeRequest { key: b"k".to_vec(), ..Default::default() });
+        assert_eq!(store.apply(3, &del).unwrap().revision, 4);
+        store.apply(4, &put("other", "x")).unwrap();
+        let c = store.apply(5, &WriteRequest::Compact(CompactionRequest { revision: 4, physical: true })).unwrap();
+        assert!(c.result.is_ok());
+        store.wait_compacted(4);
+        let deletes_at_4 = |store: &Store| {
+            let (events, _) = store.history(4, 5, 100, 1 << 20).unwrap();
+            events
+                .iter()
+                .filter(|e| e.r#type == EventType::Delete as i32 && e.kv.as_ref().is_some_and(|kv| kv.key == b"k" && kv.mod_revision == 4))
+                .count()
+        };
+        assert_eq!(deletes_at_4(&store), 1);
+        store.close().unwrap();
+        drop(store);
+
+        let store = Store::open(engine, cfg()).unwrap();
+        store.wait_compacted(4);
+        assert_eq!(deletes_at_4(&store), 1, "after a reopen");
+        assert_eq!(get(&store, "k", 4).unwrap().kvs, vec![]);
+        // The next compaction past the delete drops it.
+        store.apply(6, &put("other", "y")).unwrap();
+        store.apply(7, &WriteRequest::Compact(CompactionRequest { revision: 6, physical: true })).unwrap();
+        store.wait_compacted(6);
+        let (events, _) = store.history(6, 7, 100, 1 << 20).unwrap();
+        assert!(events.iter().all(|e| e.kv.as_ref().is_some_and(|kv| kv.key == b"other")), "{events:?}");
+    }
+
     #[test]
     fn hash_kv_ignores_physical_compaction_progress() {
         let run = |wait: bool| {

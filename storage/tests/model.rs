@@ -1683,12 +1683,19 @@ fn interrupted_compaction(mut h: Harness) {
         h.name
     );
     h.check_history(&model);
-    // What is left: one record per key live at `at` plus everything after it.
+    // What is left: one record per key live at `at`, the last put and the
+    // tombstone of each key deleted exactly at `at` (a watch from `at` must
+    // see that delete), and everything after it.
     let live_at_compaction = model.state_at(at).len();
+    let deleted_at_compaction = model
+        .history
+        .iter()
+        .filter(|c| c.main == at && c.put.is_none())
+        .count();
     let newer = model.history.iter().filter(|c| c.main > at).count();
     assert_eq!(
         records_done,
-        live_at_compaction + newer,
+        live_at_compaction + 2 * deleted_at_compaction + newer,
         "[{}] records after full compaction",
         h.name
     );
