@@ -11,7 +11,7 @@ use cairn_api::etcdserverpb::watch_client::WatchClient as RawWatchClient;
 use cairn_api::etcdserverpb::{watch_request::RequestUnion, WatchCreateRequest, WatchRequest, WatchResponse as RawResponse};
 use common::Cairn;
 use etcd_client::{
-    Client, EventType, PutOptions, Txn, TxnOp, WatchFilterType, WatchOptions, WatchResponse, WatchStream,
+    Client, CompactionOptions, EventType, PutOptions, Txn, TxnOp, WatchFilterType, WatchOptions, WatchResponse, WatchStream,
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -231,6 +231,30 @@ async fn compacted_start_revision_is_canceled_with_compact_revision() {
     assert!(next(&mut ok).await.created());
     let got = collect(&mut ok, 4).await;
     assert_eq!(got.iter().map(|e| e.0).collect::<Vec<_>>(), vec![8, 9, 10, 11]);
+}
+
+/// etcd issue 18089 (found in Cairn by the jepsen soak): a watch from the
+/// compaction revision gets that revision's delete, also with physical
+/// compaction done and on every member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_watch_from_the_compaction_revision_sees_its_delete() {
+    let c = Members::start(&[]);
+    let mut kv = client(c.writer()).await;
+    kv.put("d/a", "1", None).await.unwrap();
+    kv.put("d/b", "1", None).await.unwrap();
+    let del = kv.delete("d/a", None).await.unwrap().header().unwrap().revision();
+    kv.put("d/b", "2", None).await.unwrap();
+    kv.compact(del, Some(CompactionOptions::new().with_physical())).await.unwrap();
+    let mut w = client(c.watcher()).await;
+    w.get("d/", None).await.unwrap();
+    let mut stream = w.watch("d/", Some(WatchOptions::new().with_prefix().with_start_revision(del))).await.unwrap();
+    assert!(next(&mut stream).await.created());
+    let got = collect(&mut stream, 2).await;
+    let want = vec![
+        (del, "d/a".to_string(), String::new(), EventType::Delete),
+        (del + 1, "d/b".to_string(), "2".to_string(), EventType::Put),
+    ];
+    assert_eq!(got, want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
