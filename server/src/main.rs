@@ -47,6 +47,11 @@ const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 /// How long shutdown waits for in-flight requests before closing connections.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// How many times a joining member asks its peers for a membership that
+/// includes it, [`JOIN_RETRY_INTERVAL`] apart, before giving up.
+const JOIN_ATTEMPTS: u32 = 20;
+const JOIN_RETRY_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
 fn main() -> ExitCode {
     let cfg = match Config::parse_from_env(std::env::args_os().collect::<Vec<OsString>>(), |k| std::env::var(k).ok()) {
         Ok(c) => c,
@@ -274,16 +279,30 @@ async fn decide_identity(
         };
         (id, Some(members))
     } else {
-        let peers: Vec<String> =
+        let mut peers: Vec<String> =
             initial.iter().filter(|(n, _)| n != &cfg.name).flat_map(|(_, u)| u.clone()).collect();
-        let (cluster_id, members) = RaftNode::discover(&peers).await.context("cannot join the existing cluster")?;
-        let Some(me) = members.iter().find(|m| same_urls(&m.member.peer_urls)) else {
-            bail!(
-                "this member's peer URLs {:?} are not in the cluster's membership; add it first (etcdctl member add)",
-                cfg.peer_urls()
-            );
+        // The peer that answers first may not have applied the MemberAdd
+        // yet (a follower that lags, or one just restarted): ask again,
+        // starting from the next peer each time, for a bounded while.
+        let mut attempt = 0;
+        let (cluster_id, me) = loop {
+            let (cluster_id, members) =
+                RaftNode::discover(&peers).await.context("cannot join the existing cluster")?;
+            if let Some(me) = members.iter().find(|m| same_urls(&m.member.peer_urls)) {
+                break (cluster_id, me.id);
+            }
+            attempt += 1;
+            if attempt >= JOIN_ATTEMPTS {
+                bail!(
+                    "this member's peer URLs {:?} are not in the cluster's membership; add it first (etcdctl member add)",
+                    cfg.peer_urls()
+                );
+            }
+            tracing::info!(attempt, "this member is not in the membership a peer reported yet; asking again");
+            peers.rotate_left(1);
+            tokio::time::sleep(JOIN_RETRY_INTERVAL).await;
         };
-        (Identity { member_id: me.id, cluster_id, initial: false }, None)
+        (Identity { member_id: me, cluster_id, initial: false }, None)
     };
     identity::store(member_dir, &identity)?;
     Ok((identity, members))

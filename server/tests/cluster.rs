@@ -301,6 +301,32 @@ async fn without_quorum_requests_fail_within_bounds() {
     assert_eq!(r.count(), 0);
 }
 
+/// A joining member that asks a peer which has not applied its MemberAdd
+/// yet (found by the jepsen soak: a lagging member answered) asks again
+/// instead of exiting. Here the member starts before it is even added.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_started_just_before_its_add_keeps_asking_and_joins() {
+    let mut cluster = Cluster::start(3, &[]);
+    let mut c = connect(&cluster.endpoints()[0]).await;
+    c.put("early/k", "v", None).await.unwrap();
+    let mut joiner = cluster.new_joiner("m3", &[]);
+    joiner.spawn_only();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.member_add([joiner.peer_url()], Some(MemberAddOptions::new().with_is_learner())).await.unwrap();
+    joiner.wait_health("/health?serializable=true");
+    let mut l = connect(&joiner.endpoint()).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = l.get("early/k", Some(GetOptions::new().with_serializable())).await.unwrap();
+        if r.count() == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the joiner never caught up:\n{}", joiner.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(joiner.logs().contains("asking again"), "{}", joiner.logs());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn learner_joins_catches_up_and_is_promoted() {
     let args = ["--snapshot-count=100", "--snapshot-catchup-entries=10"];
