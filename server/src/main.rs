@@ -281,24 +281,27 @@ async fn decide_identity(
     } else {
         let mut peers: Vec<String> =
             initial.iter().filter(|(n, _)| n != &cfg.name).flat_map(|(_, u)| u.clone()).collect();
-        // The peer that answers first may not have applied the MemberAdd
-        // yet (a follower that lags, or one just restarted): ask again,
-        // starting from the next peer each time, for a bounded while.
+        // No peer may answer yet (they are restarting too), and the peer
+        // that answers first may not have applied the MemberAdd yet (a
+        // follower that lags, or one just restarted): ask again, starting
+        // from the next peer each time, for a bounded while.
         let mut attempt = 0;
         let (cluster_id, me) = loop {
-            let (cluster_id, members) =
-                RaftNode::discover(&peers).await.context("cannot join the existing cluster")?;
-            if let Some(me) = members.iter().find(|m| same_urls(&m.member.peer_urls)) {
-                break (cluster_id, me.id);
-            }
+            let error = match RaftNode::discover(&peers).await {
+                Ok((cluster_id, members)) => match members.iter().find(|m| same_urls(&m.member.peer_urls)) {
+                    Some(me) => break (cluster_id, me.id),
+                    None => anyhow::anyhow!(
+                        "this member's peer URLs {:?} are not in the cluster's membership; add it first (etcdctl member add)",
+                        cfg.peer_urls()
+                    ),
+                },
+                Err(e) => anyhow::Error::new(e).context("cannot join the existing cluster"),
+            };
             attempt += 1;
             if attempt >= JOIN_ATTEMPTS {
-                bail!(
-                    "this member's peer URLs {:?} are not in the cluster's membership; add it first (etcdctl member add)",
-                    cfg.peer_urls()
-                );
+                return Err(error);
             }
-            tracing::info!(attempt, "this member is not in the membership a peer reported yet; asking again");
+            tracing::info!(attempt, error = format!("{error:#}"), "cannot join yet; asking again");
             peers.rotate_left(1);
             tokio::time::sleep(JOIN_RETRY_INTERVAL).await;
         };

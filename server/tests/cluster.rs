@@ -324,6 +324,7 @@ async fn a_member_started_just_before_its_add_keeps_asking_and_joins() {
         assert!(Instant::now() < deadline, "the joiner never caught up:\n{}", joiner.logs());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert!(joiner.logs().contains("not in the cluster's membership"), "{}", joiner.logs());
     assert!(joiner.logs().contains("asking again"), "{}", joiner.logs());
 }
 
