@@ -22,8 +22,8 @@ use openraft::entry::RaftEntry;
 use openraft::storage::{RaftLogReader, RaftLogStorage};
 use openraft::OptionalSend;
 use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, DBRecoveryMode, Direction,
-    IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType,
+    DBRecoveryMode, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
 };
 use serde::de::DeserializeOwned;
 
@@ -249,7 +249,7 @@ fn run_syncer(shared: Arc<Shared>, rx: mpsc::Receiver<IoFlushed>) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
         group.extend(rx.try_iter());
-        let result = shared.sync_wal();
+        let result = sync_group(&shared);
         tracing::trace!(
             appends = group.len(),
             ok = result.is_ok(),
@@ -261,8 +261,35 @@ fn run_syncer(shared: Arc<Shared>, rx: mpsc::Receiver<IoFlushed>) {
     }
 }
 
+/// Makes a group of appends durable: one `SyncWAL` for all of them.
+fn sync_group(shared: &Shared) -> Result<(), LogStoreError> {
+    // Bug switch `skip-log-fsync`: report the appends durable as they are,
+    // still in RocksDB's user-space WAL buffer (see `RocksLogStore::open`).
+    #[cfg(feature = "bug-switches")]
+    if cairn_storage::bugs::is_on(cairn_storage::bugs::Bug::SkipLogFsync) {
+        return Ok(());
+    }
+    shared.sync_wal()
+}
+
 /// Bound on the write-ahead log files kept (see [`RocksLogStore::open`]).
 const MAX_TOTAL_WAL_BYTES: u64 = 16 << 20;
+
+/// One memtable of `logs`, and of `meta` (a few small records). Entries are
+/// appended, read back within moments (to apply and replicate them, from
+/// the memtable) and purged a few thousand entries later, so a memtable
+/// only needs to absorb writes while the previous one is flushed.
+const LOGS_MEMTABLE_BYTES: usize = 8 << 20;
+const META_MEMTABLE_BYTES: usize = 1 << 20;
+
+/// All memtables together (`db_write_buffer_size`); past it RocksDB flushes
+/// the largest.
+const MEMTABLE_BUDGET_BYTES: usize = 12 << 20;
+
+/// Block cache for both families. Only entries already flushed are read
+/// from files (a follower far behind, a restart), so little is needed;
+/// without one RocksDB gives each family its own 32 MiB cache.
+const BLOCK_CACHE_BYTES: usize = 8 << 20;
 
 /// A durable Raft log and vote store in its own RocksDB. See the crate
 /// documentation for its durability rules.
@@ -298,12 +325,16 @@ impl RocksLogStore {
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, LogStoreError> {
         let dir = dir.as_ref().to_path_buf();
 
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&Cache::new_lru_cache(BLOCK_CACHE_BYTES));
         let mut cf_opts = Options::default();
+        cf_opts.set_block_based_table_factory(&table);
         cf_opts.set_compression_type(DBCompressionType::Lz4);
 
         let mut db_opts = Options::default();
         db_opts.create_if_missing(true);
         db_opts.create_missing_column_families(true);
+        db_opts.set_db_write_buffer_size(MEMTABLE_BUDGET_BYTES);
         // Replay the WAL up to the first damaged record and stop: the
         // recovered state is always a prefix of the writes made (see the
         // crate docs). This is RocksDB's default; the durability argument
@@ -313,17 +344,34 @@ impl RocksLogStore {
         // RocksDB), and `SyncWAL` works (it does not with mmap writes).
         db_opts.set_manual_wal_flush(false);
         db_opts.set_allow_mmap_writes(false);
+        // Bug switch `skip-log-fsync`: WAL records stay in RocksDB's buffer,
+        // in this process, until it fills (1 MiB) or a synced write (a vote)
+        // or a close flushes it. `kill -9` does not lose the OS page cache,
+        // so merely skipping the fsync would be invisible to it; losing the
+        // buffer is what an unsynced log loses in a power failure.
+        #[cfg(feature = "bug-switches")]
+        if cairn_storage::bugs::is_on(cairn_storage::bugs::Bug::SkipLogFsync) {
+            db_opts.set_manual_wal_flush(true);
+        }
         db_opts.set_max_background_jobs(2);
         db_opts.set_keep_log_file_num(3);
         // A WAL file is kept until every column family with data in it has
         // been flushed; a small, rarely written family (Meta) would otherwise
         // pin WAL files up to RocksDB's default cap of four times all
-        // memtables (about 1 GiB here). This forces that flush sooner. The
-        // log holds a few thousand entries after each purge, so a small cap
-        // costs only an occasional memtable flush.
+        // memtables. This forces that flush sooner. The log holds a few
+        // thousand entries after each purge, so a small cap costs only an
+        // occasional memtable flush.
         db_opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
 
-        let cfs = [CF_LOGS, CF_META].map(|name| ColumnFamilyDescriptor::new(name, cf_opts.clone()));
+        let memtables = [
+            (CF_LOGS, LOGS_MEMTABLE_BYTES),
+            (CF_META, META_MEMTABLE_BYTES),
+        ];
+        let cfs = memtables.map(|(name, bytes)| {
+            let mut opts = cf_opts.clone();
+            opts.set_write_buffer_size(bytes);
+            ColumnFamilyDescriptor::new(name, opts)
+        });
         let db = DB::open_cf_descriptors(&db_opts, &dir, cfs).map_err(LogStoreError::engine)?;
         let shared = Arc::new(Shared {
             db,

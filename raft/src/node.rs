@@ -472,6 +472,41 @@ impl RaftNode {
     /// Proposes a write and returns its outcome once applied on this member's
     /// leader. `Ok(Err(_))` is a request-level error (e.g. compacted).
     pub async fn propose(&self, req: &WriteRequest) -> Result<Result<WriteResponse, StorageError>, ClusterError> {
+        #[cfg(feature = "bug-switches")]
+        if let WriteRequest::LeaseRevoke(r) = req {
+            if cairn_storage::bugs::is_on(cairn_storage::bugs::Bug::LeaseTwoRevisions) {
+                self.delete_half_of_leased_keys(r.id).await?;
+            }
+        }
+        self.propose_once(req).await
+    }
+
+    /// Bug switch `lease-two-revisions`: before a lease's revocation is
+    /// proposed, deletes the first half of its keys (as this member knows
+    /// them) in a revision of their own, so the revocation deletes only the
+    /// rest. Readers and watchers then see the lease's keys go in two steps.
+    #[cfg(feature = "bug-switches")]
+    async fn delete_half_of_leased_keys(&self, lease: i64) -> Result<(), ClusterError> {
+        use cairn_api::etcdserverpb::{request_op::Request, DeleteRangeRequest, RequestOp, TxnRequest};
+
+        let keys = self.inner.store.lease(lease).map(|l| l.keys).unwrap_or_default();
+        if keys.len() < 2 {
+            return Ok(());
+        }
+        let success = keys[..keys.len() / 2]
+            .iter()
+            .map(|key| RequestOp {
+                request: Some(Request::RequestDeleteRange(DeleteRangeRequest { key: key.clone(), ..Default::default() })),
+            })
+            .collect();
+        let txn = WriteRequest::Txn(TxnRequest { success, ..Default::default() });
+        if let Err(e) = self.propose_once(&txn).await? {
+            tracing::warn!(lease, error = %e, "lease-two-revisions: deleting the first half of the lease's keys");
+        }
+        Ok(())
+    }
+
+    async fn propose_once(&self, req: &WriteRequest) -> Result<Result<WriteResponse, StorageError>, ClusterError> {
         let id = loop {
             let id = rand::random::<u64>();
             if id != 0 {

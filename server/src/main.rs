@@ -8,6 +8,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod backend;
+mod bugs;
 mod cluster;
 mod config;
 mod error;
@@ -93,6 +94,7 @@ fn init_logging(cfg: &Config) {
 }
 
 async fn run(cfg: Config) -> anyhow::Result<()> {
+    bugs::init(std::env::var_os(bugs::ENV))?;
     cfg.check_timeouts().map_err(anyhow::Error::msg)?;
     let listen = cfg.listen_client_urls().map_err(anyhow::Error::msg)?;
     let listen_peer = cfg.listen_peer_urls().map_err(anyhow::Error::msg)?;

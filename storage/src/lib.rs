@@ -25,6 +25,8 @@
 //! Everything stored is sealed with a checksum ([`record`]) and verified
 //! when read, snapshot streams included.
 
+#[cfg(feature = "bug-switches")]
+pub mod bugs;
 mod codec;
 mod dedup;
 pub mod engine;

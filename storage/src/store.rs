@@ -486,6 +486,28 @@ impl Store {
         Ok(finish_range(req, kvs, count, current))
     }
 
+    /// Bug switch `ack-before-commit` only: the response `req` (a Put,
+    /// DeleteRange or Txn) would get if it were applied to this store now,
+    /// computed on a copy of the index and leaving the store unchanged. The
+    /// header revision is therefore the local revision + 1 whenever the
+    /// request writes, whatever the cluster commits meanwhile.
+    #[cfg(feature = "bug-switches")]
+    pub fn preview(&self, req: &WriteRequest) -> Result<WriteResponse, StorageError> {
+        self.check_usable()?;
+        let _contents = self.contents.read();
+        let (mut index, leases, rev, compacted) = {
+            let st = self.state.read();
+            (st.index.clone(), st.leases.clone(), st.rev, st.compacted)
+        };
+        let mut txn = WriteTxn::new(&*self.engine, &mut index, &leases, rev, compacted);
+        match req {
+            WriteRequest::Put(r) => txn.put(r).map(WriteResponse::Put),
+            WriteRequest::DeleteRange(r) => txn.delete_range(r).map(WriteResponse::DeleteRange),
+            WriteRequest::Txn(r) => txn.txn(r).map(WriteResponse::Txn),
+            other => Err(StorageError::Internal(format!("cannot preview {other:?}"))),
+        }
+    }
+
     /// etcd's HashKV: a CRC32 over the MVCC records visible at revision `rev`
     /// (0 = current) back to the compaction revision, counting a record at or
     /// below the compaction revision only if it is still needed there. Members

@@ -88,6 +88,42 @@ struct HubState {
     synced_ranges: HashSet<WatcherKey>,
     /// Unsynced watchers grouped by `next_rev`: one history read serves a group.
     unsynced: BTreeMap<i64, HashSet<WatcherKey>>,
+    /// Bug switch `watch-drop-event`.
+    #[cfg(feature = "bug-switches")]
+    drop_event: DropOneEvent,
+}
+
+/// Bug switch `watch-drop-event`: counts the events `notify` hands to
+/// watchers and removes the [`DropOneEvent::AT`]th from its watcher's
+/// delivery, once per process. That watcher silently misses it; the
+/// others, and the store, still have it.
+#[cfg(feature = "bug-switches")]
+#[derive(Default)]
+struct DropOneEvent {
+    delivered: u64,
+    dropped: bool,
+}
+
+#[cfg(feature = "bug-switches")]
+impl DropOneEvent {
+    const AT: u64 = 100;
+
+    /// `events` for watcher `k`, the one event removed if its turn came;
+    /// `None` if nothing is left to deliver.
+    fn filter(&mut self, k: WatcherKey, revision: i64, mut events: Vec<Event>) -> Option<Vec<Event>> {
+        if self.dropped || !cairn_storage::bugs::is_on(cairn_storage::bugs::Bug::WatchDropEvent) {
+            return Some(events);
+        }
+        let before = self.delivered;
+        self.delivered += events.len() as u64;
+        if self.delivered >= Self::AT {
+            let dropped = events.remove((Self::AT - 1 - before) as usize);
+            self.dropped = true;
+            let key = dropped.kv.map(|kv| String::from_utf8_lossy(&kv.key).into_owned()).unwrap_or_default();
+            tracing::warn!(stream = k.0, watch_id = k.1, revision, key = %key, "watch-drop-event: dropped an event");
+        }
+        (!events.is_empty()).then_some(events)
+    }
 }
 
 impl HubState {
@@ -248,6 +284,8 @@ impl WatchHub {
                 synced_single: HashMap::new(),
                 synced_ranges: HashSet::new(),
                 unsynced: BTreeMap::new(),
+                #[cfg(feature = "bug-switches")]
+                drop_event: DropOneEvent::default(),
             }),
             sync_wake: Arc::new(Notify::new()),
         });
@@ -298,6 +336,11 @@ impl WatchHub {
             }
         }
         for (k, events) in batches {
+            #[cfg(feature = "bug-switches")]
+            let Some(events) = st.drop_event.filter(k, revision, events) else {
+                st.watchers.get_mut(&k).expect("matched watchers exist").next_rev = revision + 1;
+                continue;
+            };
             let w = st.watchers.get_mut(&k).expect("matched watchers exist");
             let d = Delivery::Events { watch_id: k.1, revision, events, prev_kv: w.prev_kv, fragment: w.fragment };
             let queue = &st.streams[&k.0].queue;

@@ -14,11 +14,25 @@ pub struct RocksEngine {
 }
 
 /// Block cache shared by all column families. Small on purpose: the MVCC
-/// index lives in memory and most reads are point lookups of recent data.
-const BLOCK_CACHE_BYTES: usize = 64 << 20;
+/// index lives in memory, most reads are point lookups of recent data, and
+/// the OS page cache holds the (compressed) files anyway.
+const BLOCK_CACHE_BYTES: usize = 32 << 20;
+
+/// One memtable of each keyspace. `Kv` keys are revisions, which only grow,
+/// so flushed files rarely overlap older ones and small memtables cost
+/// little compaction; `Meta` is a few records rewritten on every apply and a
+/// sliding window of request ids, which flush to almost nothing. RocksDB
+/// keeps a second memtable per family while the first is flushed.
+const KV_MEMTABLE_BYTES: usize = 16 << 20;
+const META_MEMTABLE_BYTES: usize = 4 << 20;
+
+/// All memtables of the store together (`db_write_buffer_size`): past it,
+/// RocksDB flushes the largest. Without it each family could hold two full
+/// memtables at once.
+const MEMTABLE_BUDGET_BYTES: usize = 24 << 20;
 
 /// Bound on the write-ahead log files kept (see [`RocksEngine::open`]).
-const MAX_TOTAL_WAL_BYTES: u64 = 64 << 20;
+const MAX_TOTAL_WAL_BYTES: u64 = 32 << 20;
 
 fn engine_err(e: rocksdb::Error) -> StorageError {
     StorageError::Engine(e.into_string())
@@ -43,15 +57,34 @@ impl RocksEngine {
         db_opts.create_missing_column_families(true);
         db_opts.set_max_background_jobs(2);
         db_opts.set_keep_log_file_num(3);
+        db_opts.set_db_write_buffer_size(MEMTABLE_BUDGET_BYTES);
         // A WAL file is kept until every column family with data in it has
         // been flushed; a small, rarely written family (Meta) would otherwise
         // pin WAL files up to RocksDB's default cap of four times all
-        // memtables (about 1 GiB here). This forces that flush sooner.
+        // memtables. This forces that flush sooner. (RocksDB also
+        // preallocates each WAL file to about one memtable, which is what
+        // `du` counts of them.)
         db_opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
+        // Bug switch `skip-log-fsync` makes `kill -9` act as a power failure
+        // would on a member whose Raft log is not fsynced, and that includes
+        // this store: its batches are not fsynced either (by design: the log
+        // replays what they lose), so they too stay in RocksDB's user-space
+        // WAL buffer until it fills or `sync_wal` flushes it. Without this,
+        // the store's applied state, which survives `kill -9` in the page
+        // cache, would stand in for the lost log tail and hide the bug.
+        #[cfg(feature = "bug-switches")]
+        if crate::bugs::is_on(crate::bugs::Bug::SkipLogFsync) {
+            db_opts.set_manual_wal_flush(true);
+        }
 
-        let cfs = Keyspace::ALL
-            .iter()
-            .map(|ks| ColumnFamilyDescriptor::new(ks.name(), cf_opts.clone()));
+        let cfs = Keyspace::ALL.iter().map(|ks| {
+            let mut opts = cf_opts.clone();
+            opts.set_write_buffer_size(match ks {
+                Keyspace::Kv => KV_MEMTABLE_BYTES,
+                Keyspace::Meta => META_MEMTABLE_BYTES,
+            });
+            ColumnFamilyDescriptor::new(ks.name(), opts)
+        });
         let db = DB::open_cf_descriptors(&db_opts, dir, cfs).map_err(engine_err)?;
         Ok(Self { db })
     }
