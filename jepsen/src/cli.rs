@@ -43,6 +43,15 @@ pub enum Command {
     /// members converge, then checks the history. Prints one summary line.
     /// Exits 0 iff the run is valid.
     Run(RunArgs),
+    /// Run the fixed set of histories CI runs on every change (every
+    /// workload under its faults, each ≥ 10,000 operations and ≥ 10
+    /// faults) one after another; print `N passed, N failed`. Exits 0 iff
+    /// all passed.
+    Suite(crate::suite::SuiteArgs),
+    /// Start random runs (workload, 3 or 5 members, fault classes, seed)
+    /// for `--hours`; keep the report of every failing run. Exits 0 iff all
+    /// passed.
+    Soak(crate::suite::SoakArgs),
 }
 
 /// A nemesis fault class, or `none`.
@@ -87,7 +96,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Test these existing servers (comma-separated client URLs, e.g. a
-    /// real etcd) instead of starting cairn; no kill, pause or partition.
+    /// real etcd) instead of starting cairn; of the faults only transfer
+    /// and compact (done through the API) work there.
     #[arg(long, value_delimiter = ',')]
     pub endpoints: Vec<String>,
     /// Where the report goes; default
@@ -113,6 +123,12 @@ pub struct RunArgs {
     /// Time limit for the register linearizability check.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     pub check_timeout: Duration,
+    /// Test-only bug switches to turn on in every member, comma-separated
+    /// (e.g. `lin-read-local`): passed as `CAIRN_BUGS`, which only a cairn
+    /// built with `--features bug-switches` accepts. See the README's "Bug
+    /// switches".
+    #[arg(long, value_delimiter = ',')]
+    pub bugs: Vec<String>,
 }
 
 impl RunArgs {

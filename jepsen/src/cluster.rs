@@ -79,6 +79,9 @@ fn free_port(taken: &[u16], rng: &mut impl rand::Rng) -> anyhow::Result<u16> {
     bail!("no free port below {high} on 127.0.0.1")
 }
 
+/// The variable that turns on a cairn's test-only bug switches.
+const BUGS_ENV: &str = "CAIRN_BUGS";
+
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
     pub nodes: usize,
@@ -92,6 +95,10 @@ pub struct ClusterOptions {
     /// Route peer traffic through a [`PeerProxy`] (needed for partitions).
     pub peer_proxy: bool,
     pub token: String,
+    /// Bug switches every member gets as `CAIRN_BUGS`; when empty the
+    /// variable is removed from their environment, so a switch never comes
+    /// from the harness's own environment unrecorded.
+    pub bugs: Vec<String>,
 }
 
 /// One member: its addresses, files and process.
@@ -249,6 +256,11 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        if self.opts.bugs.is_empty() {
+            command.env_remove(BUGS_ENV);
+        } else {
+            command.env(BUGS_ENV, self.opts.bugs.join(","));
+        }
         // SAFETY: the closure runs in the forked child before exec and only
         // makes the prctl system call, which is async-signal-safe. The
         // signal fires when the thread that forked exits; that is a tokio

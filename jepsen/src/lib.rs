@@ -17,7 +17,8 @@
 //! - [`workload`]: the `register` and `kv` workloads, with [`ops`] the
 //!   vocabulary of kv histories;
 //! - [`nemesis`]: the seeded fault schedule and its execution;
-//! - [`run`]: one run end to end, [`report`] and [`chart`] its outputs.
+//! - [`run`]: one run end to end, [`report`] and [`chart`] its outputs;
+//! - [`suite`]: many runs: the fixed CI set and the random soak.
 
 pub mod chart;
 pub mod checker;
@@ -31,4 +32,5 @@ pub mod ops;
 pub mod proxy;
 pub mod report;
 pub mod run;
+pub mod suite;
 pub mod workload;

@@ -14,11 +14,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                 &mut std::io::stdout().lock(),
                 &mut std::io::stderr().lock(),
             )?;
-            Ok(if all_completed {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(exit(all_completed))
         }
         Command::Run(args) => {
             // Ctrl-C ends the run early; dropping it kills the cluster.
@@ -27,11 +23,29 @@ async fn main() -> anyhow::Result<ExitCode> {
                 _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
             };
             println!("{}", summary.line);
-            Ok(if summary.valid {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(exit(summary.valid))
         }
+        Command::Suite(args) => {
+            let passed = tokio::select! {
+                passed = cairn_jepsen::suite::suite(&args) => passed?,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+            };
+            Ok(exit(passed))
+        }
+        Command::Soak(args) => {
+            let passed = tokio::select! {
+                passed = cairn_jepsen::suite::soak(&args) => passed?,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+            };
+            Ok(exit(passed))
+        }
+    }
+}
+
+fn exit(success: bool) -> ExitCode {
+    if success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }

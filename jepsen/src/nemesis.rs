@@ -217,7 +217,11 @@ struct Impairment {
 }
 
 pub struct Nemesis {
-    cluster: Arc<Mutex<Cluster>>,
+    /// The cluster the harness started; `None` for `--endpoints`, where
+    /// only the instants (transfer, compact) can be done, through the API.
+    cluster: Option<Arc<Mutex<Cluster>>>,
+    /// Member names by index (`m0`, `m1`, … as in the history's `node`).
+    names: Vec<String>,
     clients: Vec<Client>,
     clock: RunClock,
     log: Mutex<File>,
@@ -228,7 +232,7 @@ pub struct Nemesis {
 
 impl Nemesis {
     pub fn new(
-        cluster: Arc<Mutex<Cluster>>,
+        cluster: Option<Arc<Mutex<Cluster>>>,
         clients: Vec<Client>,
         clock: RunClock,
         log_path: &Path,
@@ -236,6 +240,7 @@ impl Nemesis {
         let n = clients.len();
         Ok(Self {
             cluster,
+            names: (0..n).map(|i| format!("m{i}")).collect(),
             clients,
             clock,
             log: Mutex::new(File::create(log_path)?),
@@ -248,8 +253,10 @@ impl Nemesis {
         })
     }
 
-    fn cluster(&self) -> std::sync::MutexGuard<'_, Cluster> {
-        self.cluster.lock().unwrap_or_else(|e| e.into_inner())
+    fn cluster(&self) -> Option<std::sync::MutexGuard<'_, Cluster>> {
+        self.cluster
+            .as_ref()
+            .map(|c| c.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Appends a line to `nemesis.log`, stamped with the run clock.
@@ -295,6 +302,12 @@ impl Nemesis {
     /// as it can still end by `end_by`: overlapping plans then delay faults
     /// instead of dropping them.
     async fn one(&self, fault: &PlannedFault, end_by: Instant) {
+        if self.cluster.is_none() && !fault.kind.is_instant() {
+            return self.skip(&format!(
+                "{} skipped: external endpoints allow only transfer and compact",
+                fault.kind.name()
+            ));
+        }
         match fault.kind {
             FaultKind::Transfer => return self.transfer(fault).await,
             FaultKind::Compact => return self.compact(fault).await,
@@ -335,7 +348,7 @@ impl Nemesis {
         leader: Option<usize>,
         duration: Duration,
     ) -> Option<(Vec<usize>, usize)> {
-        let mut cluster = self.cluster();
+        let mut cluster = self.cluster()?;
         let mut imp = self.impairment.lock().unwrap_or_else(|e| e.into_inner());
         let n = cluster.len();
         let budget = (n - 1) / 2;
@@ -455,7 +468,9 @@ impl Nemesis {
     }
 
     fn heal(&self, kind: FaultKind, targets: &[usize]) {
-        let mut cluster = self.cluster();
+        let Some(mut cluster) = self.cluster() else {
+            return;
+        };
         let n = cluster.len();
         let names: Vec<String> = targets
             .iter()
@@ -541,11 +556,12 @@ impl Nemesis {
     fn reachable(&self, leader: Option<usize>, except: Option<usize>) -> Vec<usize> {
         let cluster = self.cluster();
         let imp = self.impairment.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out: Vec<usize> = (0..cluster.len())
+        let mut out: Vec<usize> = (0..self.names.len())
             .filter(|&m| {
                 Some(m) != except
-                    && cluster.is_running(m)
-                    && !cluster.is_paused(m)
+                    && cluster
+                        .as_ref()
+                        .is_none_or(|c| c.is_running(m) && !c.is_paused(m))
                     && !imp.isolated[m]
             })
             .collect();
@@ -573,13 +589,7 @@ impl Nemesis {
         else {
             return self.skip("transfer skipped: the chosen follower did not answer Status");
         };
-        let (from, to) = {
-            let cluster = self.cluster();
-            (
-                cluster.members[leader].name.clone(),
-                cluster.members[target].name.clone(),
-            )
-        };
+        let (from, to) = (self.names[leader].clone(), self.names[target].clone());
         let record = self.record(FaultKind::Transfer, vec![to.clone()], self.clock.now_ns());
         let moved = tokio::time::timeout(
             CLUSTER_CALL_TIMEOUT,
@@ -618,7 +628,7 @@ impl Nemesis {
         };
         let revision = (newest - (fault.pick % COMPACT_BEHIND_MAX) as i64).max(1);
         for m in members {
-            let name = self.cluster().members[m].name.clone();
+            let name = self.names[m].clone();
             let record = self.record(FaultKind::Compact, vec![name.clone()], self.clock.now_ns());
             let compacted =
                 tokio::time::timeout(CLUSTER_CALL_TIMEOUT, clients[m].compact(revision, None))
@@ -643,7 +653,7 @@ impl Nemesis {
     /// Takes a running, unimpaired follower for a membership change, if
     /// the budget allows another impaired member.
     fn claim_follower(&self, fault: &PlannedFault, leader: Option<usize>) -> Option<usize> {
-        let cluster = self.cluster();
+        let cluster = self.cluster()?;
         let mut imp = self.impairment.lock().unwrap_or_else(|e| e.into_inner());
         let n = cluster.len();
         let impaired = imp.faults.iter().filter(|&&f| f > 0).count();
@@ -688,7 +698,7 @@ impl Nemesis {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
-        let name = self.cluster().members[target].name.clone();
+        let name = self.names[target].clone();
         let Some(status) = client::status(&mut clients[target], Duration::from_secs(1)).await
         else {
             self.release(target);
@@ -700,8 +710,7 @@ impl Nemesis {
             return self.log(&format!("member: removing {name} failed: {e:#}"));
         }
         let record = self.record(FaultKind::Member, vec![name.clone()], start_ns);
-        {
-            let mut cluster = self.cluster();
+        if let Some(mut cluster) = self.cluster() {
             if cluster.is_running(target) {
                 if let Err(e) = cluster.kill(target) {
                     self.log(&format!("member: killing removed {name} failed: {e:#}"));
@@ -719,7 +728,10 @@ impl Nemesis {
         tokio::time::sleep(duration).await;
         match self.add_member(&mut clients, target).await {
             Ok(initial_cluster) => {
-                let started = self.cluster().rejoin(target, &initial_cluster);
+                let started = match self.cluster() {
+                    Some(mut cluster) => cluster.rejoin(target, &initial_cluster),
+                    None => Err(anyhow::anyhow!("no cluster to start it in")),
+                };
                 match started {
                     Ok(()) => self.log(&format!(
                         "member: added {name} back and started it empty (--initial-cluster={initial_cluster})"
@@ -774,12 +786,10 @@ impl Nemesis {
     /// start with. "Peer URLs already exists" after an attempt whose answer
     /// was lost means that attempt added it.
     async fn add_member(&self, clients: &mut [Client], target: usize) -> anyhow::Result<String> {
-        let (name, peer_url) = {
-            let cluster = self.cluster();
-            (
-                cluster.members[target].name.clone(),
-                cluster.peer_url(target).to_string(),
-            )
+        let name = self.names[target].clone();
+        let peer_url = match self.cluster() {
+            Some(cluster) => cluster.peer_url(target).to_string(),
+            None => anyhow::bail!("membership changes need a cluster the harness started"),
         };
         let deadline = Instant::now() + MEMBERSHIP_DEADLINE;
         loop {
@@ -802,8 +812,13 @@ impl Nemesis {
                     }
                     _ => continue,
                 };
+                // Members added but not started yet have no name; etcdctl
+                // lists them as `=URL`, which a starting member does not need.
                 return Ok(members
                     .iter()
+                    .filter(|member| {
+                        !member.name().is_empty() || member.peer_urls().contains(&peer_url)
+                    })
                     .map(|member| {
                         let urls = member.peer_urls().join(",");
                         if member.peer_urls().iter().any(|u| u == &peer_url) {
@@ -824,7 +839,9 @@ impl Nemesis {
 
     /// Resumes paused members, restarts stopped ones and heals every cut.
     pub fn heal_all(&self) {
-        let mut cluster = self.cluster();
+        let Some(mut cluster) = self.cluster() else {
+            return self.log("final heal: nothing to heal (external endpoints)");
+        };
         let mut done = Vec::new();
         for m in 0..cluster.len() {
             let name = cluster.members[m].name.clone();

@@ -61,6 +61,8 @@ struct RunConfig {
     check_timeout_ms: u64,
     report_dir: PathBuf,
     schedule: Vec<PlannedFault>,
+    /// Test-only bug switches on in every member (`--bugs`).
+    bugs: Vec<String>,
 }
 
 /// What a run found, for the caller.
@@ -141,8 +143,16 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<RunSummary> {
             .filter(|&k| k != FaultKind::KillAll)
             .collect(),
     };
-    if external && !kinds.is_empty() {
-        bail!("--endpoints targets servers the harness does not own: faults need a cluster it started (use --nemesis none)");
+    if external {
+        if let Some(kind) = kinds.iter().find(|k| !k.is_instant()) {
+            bail!(
+                "--endpoints targets servers the harness does not own: {} needs a cluster it started (with --endpoints only transfer and compact work)",
+                kind.name()
+            );
+        }
+    }
+    if external && !args.bugs.is_empty() {
+        bail!("--bugs switches bugs on in members the harness starts; it cannot with --endpoints");
     }
     if args.concurrency == 0 {
         bail!("--concurrency must be at least 1");
@@ -186,6 +196,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<RunSummary> {
             election_ms: args.election_timeout,
             peer_proxy: kinds.contains(&FaultKind::Partition),
             token: format!("cairn-jepsen-{seed}"),
+            bugs: args.bugs.clone(),
         })
         .await?;
         let urls = cluster.client_urls();
@@ -239,6 +250,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<RunSummary> {
         check_timeout_ms: args.check_timeout.as_millis() as u64,
         report_dir: report_dir.clone(),
         schedule: schedule.clone(),
+        bugs: args.bugs.clone(),
     };
     std::fs::write(
         report_dir.join("config.json"),
@@ -250,21 +262,21 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<RunSummary> {
     let start = tokio::time::Instant::now();
     let recorder = Arc::new(Recorder::new(clock));
     let deadline = start + args.time_limit;
+    workload.start(&urls, clock, seed);
 
-    let nemesis = match &cluster {
-        Some(cluster) => Some(Arc::new(Nemesis::new(
+    let nemesis = if cluster.is_some() || !kinds.is_empty() {
+        Some(Arc::new(Nemesis::new(
             cluster.clone(),
             control.clone(),
             clock,
             &report_dir.join("nemesis.log"),
-        )?)),
-        None => {
-            std::fs::write(
-                report_dir.join("nemesis.log"),
-                "no nemesis: external endpoints\n",
-            )?;
-            None
-        }
+        )?))
+    } else {
+        std::fs::write(
+            report_dir.join("nemesis.log"),
+            "no nemesis: external endpoints and --nemesis none\n",
+        )?;
+        None
     };
     let nemesis_task = nemesis
         .clone()
@@ -297,6 +309,16 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<RunSummary> {
     }
 
     let convergence = converge(&workload, &recorder, &urls, &mut control, args.op_timeout).await;
+    workload
+        .drain(
+            &recorder,
+            &mut control,
+            &report_dir,
+            args.op_timeout,
+            Duration::from_millis(args.election_timeout),
+        )
+        .await
+        .context("workload drain")?;
     let end_ns = clock.now_ns();
     let crashed = match &cluster {
         Some(c) => {
@@ -424,7 +446,7 @@ impl Worker {
 /// Runs one operation and records it; returns how it ended, whether the
 /// server or the connection reported an error, and the revision of an ok
 /// response.
-async fn perform(
+pub(crate) async fn perform(
     workload: &Workload,
     recorder: &Recorder,
     client: &mut Client,
@@ -694,7 +716,7 @@ fn finish(input: FinishInput<'_>) -> anyhow::Result<RunSummary> {
             });
             (valid, json, line)
         }
-        WorkloadKind::Kv => {
+        WorkloadKind::Kv | WorkloadKind::Watch => {
             let report = kv_checker::check(events)?;
             for a in &report.anomalies {
                 anomaly_text.push_str(&format!("{}: {}\n", a.kind, a.message));
@@ -744,6 +766,48 @@ fn finish(input: FinishInput<'_>) -> anyhow::Result<RunSummary> {
             });
             (report.valid(), json, line)
         }
+        WorkloadKind::Lease => {
+            use crate::checker::lease::{self as lease_checker, FaultWindow, LeaseCheckOptions};
+            let observed =
+                lease_checker::read_observer_file(&report_dir.join(lease_checker::OBSERVER_LOG))?;
+            let options = LeaseCheckOptions {
+                election_timeout: Duration::from_millis(args.election_timeout),
+                faults: faults
+                    .iter()
+                    .map(|f| FaultWindow {
+                        start_ns: f.start_ns,
+                        end_ns: f.end_ns,
+                    })
+                    .collect(),
+            };
+            let report = lease_checker::check(events, &observed, &options)?;
+            anomaly_text.push_str(&report.describe(&index));
+            (report.valid(), report.to_json(), report.summary_line())
+        }
+        WorkloadKind::Append => {
+            let report = crate::checker::append::check(events)?;
+            anomaly_text.push_str(&report.describe(&index));
+            (report.valid(), report.to_json(), report.summary_line())
+        }
+    };
+    // A watch run's history is a kv history: the kv checker (above) and the
+    // watch checker must both pass.
+    let (checker_valid, checker_json, checker_line) = if args.workload == WorkloadKind::Watch {
+        let (valid, json, line) = crate::workload::watch::check_report(
+            report_dir,
+            events,
+            faults,
+            convergence.ok,
+            &index,
+            &mut anomaly_text,
+        )?;
+        (
+            checker_valid && valid,
+            json!({"kv": checker_json, "watch": json}),
+            format!("{checker_line}\n{line}"),
+        )
+    } else {
+        (checker_valid, checker_json, checker_line)
     };
     let valid = checker_valid && convergence.ok && crashed.is_empty();
 

@@ -10,9 +10,23 @@
 //!
 //! [`kv`] needs no search: it checks etcd KV histories against the total
 //! order of revisions the server reports, in O(n log n).
+//!
+//! [`watch`] compares what watchers streamed with each other and with the
+//! kv history (ordered, unique, atomic, reliable, resumable, `prev_kv`).
+//!
+//! [`append`] is an Elle-style checker of list-append transactions: version
+//! orders from reads, a dependency graph, and cycles in it, in linear time
+//! plus a bounded cycle search.
+//!
+//! [`lease`] checks etcd's lease guarantees (one-revision deletion, no use
+//! after revoke or expiry, no early expiry, reads, and expiry liveness) on
+//! a lease history and the log of a watcher that observed the prefix.
 
+pub mod append;
 pub mod kv;
+pub mod lease;
 pub mod register;
+pub mod watch;
 pub mod wgl;
 
 use std::fmt;

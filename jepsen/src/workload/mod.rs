@@ -5,13 +5,24 @@
 //!   (one etcd key each), checked for linearizability per key;
 //! - [`kv`]: etcd's KV API mixed (ranges of every kind, puts with and
 //!   without leases, deletes, multi-op txns, CAS on mod revision,
-//!   compaction), checked by the revision-order checker.
+//!   compaction), checked by the revision-order checker;
+//! - [`lease`]: leases granted, kept alive, attached to keys, revoked and
+//!   left to expire, with an observer watching the prefix, checked by the
+//!   lease-safety checker;
+//! - [`append`]: Elle-style list-append transactions (reads and appends
+//!   over a few keys, each a guarded etcd txn), checked for strict
+//!   serializability by the cycle checker;
+//! - [`watch`]: the `kv` workload's operations while watchers stream every
+//!   change on the prefix, checked by the kv and the watch checkers.
 //!
 //! Every written value is unique in the run (`<process>-<counter>`), so a
 //! value read names the one write that produced it.
 
+pub mod append;
 pub mod kv;
+pub mod lease;
 pub mod register;
+pub mod watch;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -27,6 +38,9 @@ use crate::history::EventType;
 pub enum WorkloadKind {
     Register,
     Kv,
+    Lease,
+    Append,
+    Watch,
 }
 
 impl WorkloadKind {
@@ -34,6 +48,9 @@ impl WorkloadKind {
         match self {
             WorkloadKind::Register => "register",
             WorkloadKind::Kv => "kv",
+            WorkloadKind::Lease => "lease",
+            WorkloadKind::Append => "append",
+            WorkloadKind::Watch => "watch",
         }
     }
 }
@@ -56,6 +73,8 @@ pub struct PlannedOp {
 pub enum Action {
     Register(register::RegisterAction),
     Kv(crate::ops::Request),
+    Lease(lease::LeaseAction),
+    Append(append::AppendTxn),
 }
 
 /// The outcome of an operation the server answered.
@@ -73,6 +92,9 @@ pub struct Executed {
 pub enum Workload {
     Register(register::Register),
     Kv(kv::KvWorkload),
+    Lease(lease::LeaseWorkload),
+    Append(append::AppendWorkload),
+    Watch(watch::WatchWorkload),
 }
 
 impl Workload {
@@ -80,14 +102,53 @@ impl Workload {
         match kind {
             WorkloadKind::Register => Workload::Register(register::Register::new(prefix, keys)),
             WorkloadKind::Kv => Workload::Kv(kv::KvWorkload::new(prefix, keys)),
+            WorkloadKind::Lease => Workload::Lease(lease::LeaseWorkload::new(prefix, keys)),
+            WorkloadKind::Append => Workload::Append(append::AppendWorkload::new(prefix, keys)),
+            WorkloadKind::Watch => Workload::Watch(watch::WatchWorkload::new(prefix, keys)),
         }
     }
 
     /// One-time preparation before the processes start (e.g. leases).
     pub async fn setup(&self, client: &mut Client) -> anyhow::Result<()> {
         match self {
-            Workload::Register(_) => Ok(()),
+            Workload::Register(_) | Workload::Append(_) => Ok(()),
             Workload::Kv(w) => w.setup(client).await,
+            Workload::Lease(w) => w.setup(client).await,
+            Workload::Watch(w) => w.setup(client).await,
+        }
+    }
+
+    /// Starts what runs beside the processes, once the run clock has
+    /// started (lease: the observer watching the prefix; watch: the
+    /// watchers, whose choices `seed` drives).
+    pub fn start(&self, urls: &[String], clock: crate::history::RunClock, seed: u64) {
+        match self {
+            Workload::Lease(w) => w.start(urls, clock),
+            Workload::Watch(w) => w.start(urls, clock, seed),
+            _ => {}
+        }
+    }
+
+    /// After the final write, before the members are stopped: lets the
+    /// workload finish what runs beside the processes and write its logs
+    /// into the report directory (lease: wait for the leases to end, stop
+    /// the observer; watch: let the watchers deliver the final write, stop
+    /// them, write `watch/`).
+    pub async fn drain(
+        &self,
+        recorder: &crate::client::Recorder,
+        control: &mut [Client],
+        report_dir: &std::path::Path,
+        op_timeout: std::time::Duration,
+        election_timeout: std::time::Duration,
+    ) -> anyhow::Result<()> {
+        match self {
+            Workload::Lease(w) => {
+                w.drain(self, recorder, control, report_dir, op_timeout, election_timeout)
+                    .await
+            }
+            Workload::Watch(w) => w.drain(report_dir).await,
+            _ => Ok(()),
         }
     }
 
@@ -95,6 +156,9 @@ impl Workload {
         match self {
             Workload::Register(w) => w.plan(rng, process),
             Workload::Kv(w) => w.plan(rng, process),
+            Workload::Lease(w) => w.plan(rng, process),
+            Workload::Append(w) => w.plan(rng, process),
+            Workload::Watch(w) => w.plan(rng, process),
         }
     }
 
@@ -103,6 +167,9 @@ impl Workload {
         match self {
             Workload::Register(w) => w.final_write(process),
             Workload::Kv(w) => w.final_write(process),
+            Workload::Lease(w) => w.final_write(process),
+            Workload::Append(w) => w.final_write(process),
+            Workload::Watch(w) => w.final_write(process),
         }
     }
 
@@ -114,6 +181,8 @@ impl Workload {
         match &op.action {
             Action::Register(a) => register::execute(client, a).await,
             Action::Kv(r) => kv::execute(client, r).await,
+            Action::Lease(a) => lease::execute(client, a).await,
+            Action::Append(t) => append::execute(client, t).await,
         }
     }
 
@@ -123,6 +192,10 @@ impl Workload {
         match self {
             Workload::Register(w) => w.observe(op, kind, value),
             Workload::Kv(w) => w.observe(op, kind, value, rev),
+            Workload::Lease(w) => w.observe(op, kind, value),
+            // Transactions read what they append to; nothing to learn.
+            Workload::Append(_) => {}
+            Workload::Watch(w) => w.observe(op, kind, value, rev),
         }
     }
 }
