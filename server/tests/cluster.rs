@@ -306,7 +306,7 @@ async fn without_quorum_requests_fail_within_bounds() {
 /// instead of exiting. Here the member starts before it is even added.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_member_started_just_before_its_add_keeps_asking_and_joins() {
-    let mut cluster = Cluster::start(3, &[]);
+    let cluster = Cluster::start(3, &[]);
     let mut c = connect(&cluster.endpoints()[0]).await;
     c.put("early/k", "v", None).await.unwrap();
     let mut joiner = cluster.new_joiner("m3", &[]);
