@@ -150,8 +150,9 @@ pub enum ForwardRequest {
     PromoteMember { id: NodeId },
     /// A started member records its name and client URLs (etcd's publish).
     Publish { id: NodeId, member: Member },
-    /// Membership as this member knows it, and the cluster id; answered by
-    /// any member (used by a member joining with `--initial-cluster-state existing`).
+    /// The membership as the leader knows it, and the cluster id; any
+    /// member takes it (a member joining with `--initial-cluster-state
+    /// existing` asks whichever it reaches).
     ListMembers,
     /// Renews a lease on the leader's clock.
     LeaseKeepAlive { id: i64 },
@@ -210,6 +211,9 @@ struct Inner {
     store: Arc<Store>,
     leader_contact: Arc<LeaderContact>,
     lessor: parking_lot::Mutex<Lessor>,
+    /// Held by the membership call running on this leader (see
+    /// [`RaftNode::change_members`]).
+    membership_turn: tokio::sync::Mutex<()>,
 }
 
 /// A forwarded call whose transport failed: it is unknown whether it
@@ -274,7 +278,16 @@ impl RaftNode {
         let leader_contact = Arc::default();
         let lessor = Default::default();
         let forwarder = Forwarder::start(network.clone());
-        let node = RaftNode { inner: Arc::new(Inner { cfg, raft, network, forwarder, store, leader_contact, lessor }) };
+        let node = RaftNode { inner: Arc::new(Inner {
+            cfg,
+            raft,
+            network,
+            forwarder,
+            store,
+            leader_contact,
+            lessor,
+            membership_turn: Default::default(),
+        }) };
         tokio::spawn(node.clone().run_lessor());
         Ok(node)
     }
@@ -425,6 +438,8 @@ impl RaftNode {
     async fn on_leader(&self, req: ForwardRequest) -> ForwardResult {
         let deadline = self.deadline();
         let mut attempted = false;
+        // An attempt that ended with the leader gone may have taken effect.
+        let mut maybe_applied = false;
         loop {
             let (leader, node) = match self.wait_for_leader(deadline).await {
                 Ok(l) => l,
@@ -445,9 +460,13 @@ impl RaftNode {
             };
             match result {
                 Err(ClusterError::NotLeader) | Err(ClusterError::NoLeader) => {
+                    maybe_applied = true;
                     if tokio::time::timeout_at(deadline, tokio::time::sleep(RETRY_PAUSE)).await.is_err() {
                         return Err(ClusterError::Timeout);
                     }
+                }
+                Err(e) if maybe_applied && done_by_earlier_attempt(&req, &e) => {
+                    return Ok(self.members_reply_without(&req));
                 }
                 other => return other,
             }
@@ -727,10 +746,44 @@ impl RaftNode {
                 }
                 Ok(ForwardReply::LeaseStatus(lessor.time_to_live(&self.inner.store, id, std::time::Instant::now())))
             }
+            req @ (ForwardRequest::AddMember { .. }
+            | ForwardRequest::RemoveMember { .. }
+            | ForwardRequest::UpdateMember { .. }
+            | ForwardRequest::Publish { .. }
+            | ForwardRequest::PromoteMember { .. }) => {
+                // A change takes several entries, each awaited in turn (the
+                // joint membership, then the final one; a removal then drops
+                // the node). Once begun it runs to its end even if the caller
+                // goes away (a client's deadline, a dropped forwarding call):
+                // stopping between them would leave a membership no one
+                // asked for, such as a joint one that needs both majorities.
+                let node = self.clone();
+                tokio::spawn(async move { node.change_members(req).await }).await.unwrap_or_else(|e| Err(fatal(e)))
+            }
+        }
+    }
+
+    /// Runs one membership call on the leader, one at a time: each retries
+    /// while another change is in flight, so running them in turn is what
+    /// Raft would do anyway, without the polling.
+    async fn change_members(&self, req: ForwardRequest) -> ForwardResult {
+        let Ok(_turn) = tokio::time::timeout_at(self.deadline(), self.inner.membership_turn.lock()).await else {
+            return Err(ClusterError::Timeout);
+        };
+        match req {
             ForwardRequest::AddMember { id, peer_urls, learner } => {
                 let members = self.members();
-                if members.iter().any(|m| m.id == id) {
-                    return Err(ClusterError::IdExists);
+                if let Some(existing) = members.iter().find(|m| m.id == id) {
+                    // The ID is drawn once per client call, so this is the
+                    // same call retried after a leader change took its
+                    // answer: finish it rather than refuse it.
+                    if existing.member.peer_urls != peer_urls {
+                        return Err(ClusterError::IdExists);
+                    }
+                    if existing.is_learner && !learner {
+                        self.change(ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await?;
+                    }
+                    return Ok(self.members_reply());
                 }
                 if members.iter().any(|m| m.member.peer_urls.iter().any(|u| peer_urls.contains(u))) {
                     return Err(ClusterError::PeerUrlsExist);
@@ -739,10 +792,12 @@ impl RaftNode {
                     return Err(ClusterError::TooManyLearners);
                 }
                 let member = Member { name: String::new(), peer_urls, client_urls: Vec::new() };
-                self.change(ChangeMembers::AddNodes(BTreeMap::from([(id, member)]))).await?;
-                if !learner {
-                    self.change(ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await?;
-                }
+                let nodes = BTreeMap::from([(id, member)]);
+                // A voter is added by one change (joint, then final
+                // membership), never as a learner first and promoted by a
+                // second call that a leader change could cut off.
+                let change = if learner { ChangeMembers::AddNodes(nodes) } else { ChangeMembers::AddVoters(nodes) };
+                self.change(change).await?;
                 Ok(self.members_reply())
             }
             ForwardRequest::RemoveMember { id } => {
@@ -780,7 +835,7 @@ impl RaftNode {
                     return Err(ClusterError::NotLearner);
                 }
                 let (matched, last) = {
-                    let metrics = raft.metrics();
+                    let metrics = self.inner.raft.metrics();
                     let metrics = metrics.borrow_watched();
                     let matched = metrics
                         .replication
@@ -795,11 +850,23 @@ impl RaftNode {
                 self.change(ChangeMembers::AddVoterIds(BTreeSet::from([id]))).await?;
                 Ok(self.members_reply())
             }
+            other => Err(fatal(format!("{other:?} is not a membership call"))),
         }
     }
 
     fn members_reply(&self) -> ForwardReply {
         ForwardReply::Members { cluster_id: self.cluster_id(), members: self.members() }
+    }
+
+    /// The answer to a retried removal that an earlier attempt carried out:
+    /// the membership without the removed member (this member may not have
+    /// applied the removal yet).
+    fn members_reply_without(&self, req: &ForwardRequest) -> ForwardReply {
+        let mut members = self.members();
+        if let ForwardRequest::RemoveMember { id } = req {
+            members.retain(|m| m.id != *id);
+        }
+        ForwardReply::Members { cluster_id: self.cluster_id(), members }
     }
 
     /// One membership change, retried while another one is still in flight.
@@ -824,6 +891,18 @@ impl RaftNode {
     }
 }
 
+/// Whether `error`, answering a retry of `req`, is what the retry sees when
+/// an earlier attempt of the same call (whose answer a leader change took)
+/// already made the change: the member it removed is gone, the learner it
+/// promoted is a voter. Adding is made idempotent by its member ID instead.
+fn done_by_earlier_attempt(req: &ForwardRequest, error: &ClusterError) -> bool {
+    matches!(
+        (req, error),
+        (ForwardRequest::RemoveMember { .. }, ClusterError::MemberNotFound)
+            | (ForwardRequest::PromoteMember { .. }, ClusterError::NotLearner)
+    )
+}
+
 fn write_error(e: RaftError<crate::TypeConfig, ClientWriteError<crate::TypeConfig>>) -> ClusterError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => ClusterError::NotLeader,
@@ -841,7 +920,18 @@ impl ForwardHandler for RaftNode {
         let req: ForwardRequest = bincode::deserialize(&request)
             .map_err(|e| tonic::Status::invalid_argument(format!("undecodable forwarded call: {e}")))?;
         let result = match req {
-            ForwardRequest::ListMembers => Ok(self.members_reply()),
+            // A joining member takes its ID from this list, found by its
+            // peer URL. A member that lags (just restarted, cut off) may
+            // still list the removed member that had that URL before, so
+            // the list comes from the leader.
+            ForwardRequest::ListMembers => match self.leader() {
+                Some((leader, _)) if leader == self.id() => Ok(self.members_reply()),
+                Some((leader, node)) => {
+                    let deadline = Instant::now() + FORWARD_TIMEOUT;
+                    self.forward(leader, &node, &ForwardRequest::ListMembers, deadline).await
+                }
+                None => Err(ClusterError::NoLeader),
+            },
             ForwardRequest::Batch(calls) if self.status().leader == Some(self.id()) => {
                 let timeout = self.inner.cfg.request_timeout;
                 let results = futures_util::future::join_all(calls.into_iter().map(|call| async move {

@@ -300,6 +300,36 @@ impl Cluster {
         self.members.iter().filter(|m| m.is_running()).map(|m| m.endpoint()).collect()
     }
 
+    /// A fresh member (empty data dir, new client port) under the name and
+    /// peer URL of member `index`, as after it was removed and added back,
+    /// with `--initial-cluster` listing member `ask_first` first (a joining
+    /// member asks its peers in that order); not started.
+    pub fn rejoiner(&self, index: usize, ask_first: usize) -> Cairn {
+        let old = &self.members[index];
+        let tmp = tempfile::Builder::new().prefix("cairn-cluster-").tempdir().unwrap();
+        let mut m = Cairn {
+            child: None,
+            tmp,
+            port: free_port(),
+            peer_port: old.peer_port,
+            name: old.name.clone(),
+            cluster_args: Vec::new(),
+            extra_args: old.extra_args.clone(),
+            restarts: 0,
+        };
+        let mut order: Vec<&Cairn> = vec![&self.members[ask_first]];
+        order.extend(self.members.iter().enumerate().filter(|(i, _)| *i != ask_first).map(|(_, m)| m));
+        let initial_cluster =
+            order.iter().map(|m| format!("{}={}", m.name, m.peer_url())).collect::<Vec<_>>().join(",");
+        m.cluster_args = vec![
+            format!("--initial-advertise-peer-urls={}", m.peer_url()),
+            format!("--initial-cluster={initial_cluster}"),
+            "--initial-cluster-state=existing".into(),
+            "--initial-cluster-token=cairn-test".into(),
+        ];
+        m
+    }
+
     /// A member that joins with `--initial-cluster-state existing` (after
     /// `member add`); not started.
     pub fn new_joiner(&self, name: &str, args: &[&str]) -> Cairn {
