@@ -42,6 +42,20 @@ pub struct Lessor {
     leases: HashMap<i64, State>,
     primary: bool,
     last_checkpoint: Option<Instant>,
+    /// Remaining TTLs were taken by [`Lessor::checkpoint`] and are not
+    /// committed yet ([`Lessor::checkpoint_done`]).
+    checkpoint_in_flight: bool,
+}
+
+/// A renewed lease: its TTL, and whether a checkpointed remaining TTL,
+/// taken before this renewal, must be cleared before the renewal is
+/// acknowledged. A new leader resumes every lease from its checkpoint, so
+/// one left in place would expire the lease before the TTL just granted
+/// runs out (etcd clears it in `Renew` for the same reason).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Renewal {
+    pub ttl: i64,
+    pub clear_checkpoint: bool,
 }
 
 fn secs(ttl: i64) -> Duration {
@@ -71,6 +85,7 @@ impl Lessor {
         self.leases.clear();
         self.primary = false;
         self.last_checkpoint = None;
+        self.checkpoint_in_flight = false;
     }
 
     /// Follows the store: newly granted leases start their clock, revoked
@@ -85,10 +100,10 @@ impl Lessor {
     }
 
     /// Renews `id` to its full TTL; `None` if there is no such lease.
-    pub fn keep_alive(&mut self, store: &Store, id: i64, now: Instant) -> Option<i64> {
+    pub fn keep_alive(&mut self, store: &Store, id: i64, now: Instant) -> Option<Renewal> {
         let lease = store.lease(id)?;
         self.leases.insert(id, State::Live(now + secs(lease.ttl)));
-        Some(lease.ttl)
+        Some(Renewal { ttl: lease.ttl, clear_checkpoint: lease.remaining_ttl > 0 || self.checkpoint_in_flight })
     }
 
     /// (remaining, granted) TTL in seconds; `None` if there is no such lease.
@@ -133,6 +148,7 @@ impl Lessor {
             return None;
         }
         self.last_checkpoint = Some(now);
+        self.checkpoint_in_flight = true;
         let mut out: Vec<(i64, i64)> = self
             .leases
             .iter()
@@ -143,6 +159,12 @@ impl Lessor {
             .collect();
         out.sort_unstable();
         Some(out)
+    }
+
+    /// The remaining TTLs taken by the last [`Lessor::checkpoint`] are
+    /// committed (or given up on).
+    pub fn checkpoint_done(&mut self) {
+        self.checkpoint_in_flight = false;
     }
 }
 
@@ -170,6 +192,39 @@ mod tests {
         l.demote();
         assert!(!l.is_primary());
         assert_eq!(l.expired(now + Duration::from_secs(1000), 10, Duration::from_secs(5)), Vec::<i64>::new());
+    }
+
+    /// Grants lease `id` with `ttl` in a fresh in-memory store and, if
+    /// `remaining` is set, checkpoints it.
+    fn store_with_lease(id: i64, ttl: i64, remaining: Option<i64>) -> std::sync::Arc<Store> {
+        use cairn_api::etcdserverpb::{LeaseCheckpoint, LeaseCheckpointRequest, LeaseGrantRequest};
+        use cairn_storage::{MemEngine, StoreConfig, WriteRequest};
+        let store = Store::open(std::sync::Arc::new(MemEngine::new()), StoreConfig { sync_writes: false, ..Default::default() })
+            .unwrap();
+        store.apply(1, &WriteRequest::LeaseGrant(LeaseGrantRequest { id, ttl })).unwrap();
+        if let Some(remaining_ttl) = remaining {
+            let checkpoints = vec![LeaseCheckpoint { id, remaining_ttl }];
+            store.apply(2, &WriteRequest::LeaseCheckpoint(LeaseCheckpointRequest { checkpoints })).unwrap();
+        }
+        store
+    }
+
+    #[test]
+    fn a_renewal_clears_a_checkpoint_taken_before_it() {
+        let now = Instant::now();
+        let mut l = Lessor::default();
+        let fresh = store_with_lease(1, 30, None);
+        l.promote(&fresh.leases(), Duration::ZERO, now);
+        assert_eq!(l.keep_alive(&fresh, 1, now), Some(Renewal { ttl: 30, clear_checkpoint: false }));
+        assert_eq!(l.keep_alive(&fresh, 2, now), None);
+        // Remaining TTLs taken but not committed yet: they predate a renewal.
+        assert!(l.checkpoint(now + CHECKPOINT_INTERVAL).is_some());
+        assert_eq!(l.keep_alive(&fresh, 1, now), Some(Renewal { ttl: 30, clear_checkpoint: true }));
+        l.checkpoint_done();
+        assert_eq!(l.keep_alive(&fresh, 1, now), Some(Renewal { ttl: 30, clear_checkpoint: false }));
+        // A committed checkpoint: cleared on the next renewal.
+        let checkpointed = store_with_lease(1, 30, Some(12));
+        assert_eq!(l.keep_alive(&checkpointed, 1, now), Some(Renewal { ttl: 30, clear_checkpoint: true }));
     }
 
     #[test]

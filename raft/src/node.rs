@@ -214,6 +214,8 @@ struct Inner {
     /// Held by the membership call running on this leader (see
     /// [`RaftNode::change_members`]).
     membership_turn: tokio::sync::Mutex<()>,
+    /// Orders lease checkpoints in the log (see [`RaftNode::clear_lease_checkpoint`]).
+    checkpoint_turn: tokio::sync::Mutex<()>,
 }
 
 /// A forwarded call whose transport failed: it is unknown whether it
@@ -287,6 +289,7 @@ impl RaftNode {
             leader_contact,
             lessor,
             membership_turn: Default::default(),
+            checkpoint_turn: Default::default(),
         }) };
         tokio::spawn(node.clone().run_lessor());
         Ok(node)
@@ -666,6 +669,9 @@ impl RaftNode {
                 return;
             }
             let leading = self.status().leader == Some(self.id());
+            // Held from taking the remaining TTLs until they are committed,
+            // so that a renewal's clearing lands after them in the log.
+            let checkpoint_turn = self.inner.checkpoint_turn.lock().await;
             let leases = self.inner.store.leases();
             let now = std::time::Instant::now();
             let (expired, checkpoint) = {
@@ -695,14 +701,38 @@ impl RaftNode {
                     }
                 }
             });
-            futures_util::future::join_all(revokes).await;
-            for chunk in checkpoint.unwrap_or_default().chunks(CHECKPOINT_BATCH) {
+            let Some(checkpoint) = checkpoint else {
+                drop(checkpoint_turn);
+                futures_util::future::join_all(revokes).await;
+                continue;
+            };
+            for chunk in checkpoint.chunks(CHECKPOINT_BATCH) {
                 let checkpoints = chunk.iter().map(|(id, remaining_ttl)| LeaseCheckpoint { id: *id, remaining_ttl: *remaining_ttl }).collect();
                 let req = WriteRequest::LeaseCheckpoint(LeaseCheckpointRequest { checkpoints });
                 if let Err(e) = self.propose(&req).await {
                     tracing::debug!(error = %e, "lease checkpoint");
                 }
             }
+            self.inner.lessor.lock().checkpoint_done();
+            drop(checkpoint_turn);
+            futures_util::future::join_all(revokes).await;
+        }
+    }
+
+    /// Clears lease `id`'s checkpointed remaining TTL (a checkpoint of 0:
+    /// "resume from the full TTL") after any checkpoint in flight, and
+    /// returns once that is committed and applied here.
+    async fn clear_lease_checkpoint(&self, id: i64) -> Result<(), ClusterError> {
+        let Ok(_turn) = tokio::time::timeout_at(self.deadline(), self.inner.checkpoint_turn.lock()).await else {
+            return Err(ClusterError::Timeout);
+        };
+        let checkpoints = vec![LeaseCheckpoint { id, remaining_ttl: 0 }];
+        let payload = WriteRequest::LeaseCheckpoint(LeaseCheckpointRequest { checkpoints }).encode();
+        let request = RaftRequest { id: rand::random::<u64>().max(1), payload };
+        match self.inner.raft.client_write(request).await {
+            // Rejected: the lease is gone (revoked meanwhile), nothing to clear.
+            Ok(_) => Ok(()),
+            Err(e) => Err(write_error(e)),
         }
     }
 
@@ -731,13 +761,19 @@ impl RaftNode {
             ForwardRequest::ListMembers => Ok(self.members_reply()),
             ForwardRequest::Batch(_) => Err(fatal("a batch is answered call by call, never run as one")),
             ForwardRequest::LeaseKeepAlive { id } => {
-                let mut lessor = self.inner.lessor.lock();
-                if !lessor.is_primary() {
-                    // Leading, but the clock has not taken over yet.
-                    return Err(ClusterError::NotLeader);
+                let renewal = {
+                    let mut lessor = self.inner.lessor.lock();
+                    if !lessor.is_primary() {
+                        // Leading, but the clock has not taken over yet.
+                        return Err(ClusterError::NotLeader);
+                    }
+                    lessor.keep_alive(&self.inner.store, id, std::time::Instant::now())
+                };
+                let Some(renewal) = renewal else { return Ok(ForwardReply::LeaseTtl(0)) };
+                if renewal.clear_checkpoint {
+                    self.clear_lease_checkpoint(id).await?;
                 }
-                let ttl = lessor.keep_alive(&self.inner.store, id, std::time::Instant::now());
-                Ok(ForwardReply::LeaseTtl(ttl.unwrap_or(0)))
+                Ok(ForwardReply::LeaseTtl(renewal.ttl))
             }
             ForwardRequest::LeaseTimeToLive { id } => {
                 let lessor = self.inner.lessor.lock();

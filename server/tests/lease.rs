@@ -1196,3 +1196,40 @@ async fn lease_checks_on_a_cluster_with_a_leader_kill() {
     assert_eq!(lists[0].len(), 2, "{lists:?}");
     assert!(lists.iter().all(|l| *l == lists[0]), "members disagree on the leases: {lists:?}");
 }
+
+/// A lease renewed after the leader checkpointed its remaining TTL keeps
+/// the renewal's full TTL across a leader kill: the next leader must not
+/// resume it from the older checkpoint (etcd clears the checkpoint when it
+/// renews). Two checkpoints (every 5 s) record ~10 s left of 20 before the
+/// renewal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_renewal_after_a_checkpoint_holds_across_a_leader_failover() {
+    const TTL: i64 = 20;
+    let mut cluster = Cluster::start(3, &[]);
+    let (l, f1, f2) = roles(&cluster).await;
+    let old_leader = within(client(&cluster.members[l]).await.status()).await.unwrap().leader();
+    let survivors = vec![cluster.members[f1].endpoint(), cluster.members[f2].endpoint()];
+    let mut c1 = client(&cluster.members[f1]).await;
+    let id = within(c1.lease_grant(TTL, None)).await.unwrap().id();
+    within(c1.put("renewed", "v", Some(PutOptions::new().with_lease(id)))).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let (ka, first) = KeepAlive::open(&survivors[0], id).await;
+    let renewed = Instant::now();
+    assert_eq!(first.ttl, TTL);
+    drop(ka);
+    cluster.members[l].kill9();
+    wait_new_leader(&survivors, old_leader).await;
+    let ttl = retry(&survivors, Duration::from_secs(15), "TimeToLive after failover", |mut c| async move {
+        Ok(c.lease_time_to_live(id, None).await?.ttl())
+    })
+    .await;
+    // Whole seconds, truncated: at least what the renewal promised, less 1.
+    let promised = TTL - renewed.elapsed().as_secs_f64().ceil() as i64;
+    eprintln!("remaining TTL after the failover: {ttl}s, {:?} after the renewal", renewed.elapsed());
+    assert!(ttl >= promised - 1, "the new leader resumed from an older checkpoint: {ttl}s left, {promised}s promised");
+    let present = retry(&survivors, Duration::from_secs(10), "get renewed", |mut c| async move {
+        Ok(c.get("renewed", None).await?.kvs().len())
+    })
+    .await;
+    assert_eq!(present, 1);
+}
