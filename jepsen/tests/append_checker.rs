@@ -14,13 +14,19 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestError, TestRng, TestRunner};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde_json::Value;
+
+/// The hand-made histories this test shares with the other checkers' tests.
+mod common {
+    pub mod history;
+}
 
 use cairn_jepsen::checker::append::{
     self, txn_to_json, AnomalyKind, AppendCheckError, AppendReport, MicroOp, Observed, Rel,
 };
 use cairn_jepsen::history::{Event, EventType};
 use cairn_jepsen::report::HistoryIndex;
+
+use common::history::{event, Recorder};
 
 fn r(key: &str, list: &[u64]) -> MicroOp {
     MicroOp::Read {
@@ -62,7 +68,7 @@ enum Done {
 /// return times, each on its own process, sorted into events at the end.
 #[derive(Default)]
 struct History {
-    timed: Vec<(u64, u8, Event)>,
+    recorder: Recorder,
     processes: u64,
 }
 
@@ -70,30 +76,16 @@ impl History {
     fn txn(&mut self, call: u64, ret: u64, done: Done, mops: Vec<MicroOp>) -> &mut Self {
         self.processes += 1;
         let process = self.processes;
-        let event = |kind, value: Value, t_ns| Event {
-            index: 0,
-            kind,
-            process,
-            f: "txn".to_string(),
-            key: None,
-            value,
-            t_ns,
-            node: None,
-            error: None,
-            rev: None,
-        };
+        let at = |kind, value, t_ns| event(kind, process, "txn", value, t_ns);
         let planned = txn_to_json(&invoked(&mops));
-        self.timed
-            .push((call, 0, event(EventType::Invoke, planned.clone(), call)));
+        let invoke = at(EventType::Invoke, planned.clone(), call);
         let completion = match done {
-            Done::Ok => Some(event(EventType::Ok, txn_to_json(&mops), ret)),
-            Done::Fail => Some(event(EventType::Fail, planned, ret)),
-            Done::Info => Some(event(EventType::Info, planned, ret)),
+            Done::Ok => Some(at(EventType::Ok, txn_to_json(&mops), ret)),
+            Done::Fail => Some(at(EventType::Fail, planned, ret)),
+            Done::Info => Some(at(EventType::Info, planned, ret)),
             Done::Pending => None,
         };
-        if let Some(c) = completion {
-            self.timed.push((ret, 1, c));
-        }
+        self.recorder.record(invoke, completion);
         self
     }
 
@@ -102,16 +94,7 @@ impl History {
     }
 
     fn events(&self) -> Vec<Event> {
-        let mut timed = self.timed.clone();
-        timed.sort_by_key(|(t, kind, _)| (*t, *kind));
-        timed
-            .into_iter()
-            .enumerate()
-            .map(|(i, (_, _, mut e))| {
-                e.index = i as u64;
-                e
-            })
-            .collect()
+        self.recorder.events()
     }
 
     fn check(&self) -> AppendReport {
@@ -274,27 +257,28 @@ fn g_single_realtime_stale_read() {
     assert_eq!(rels, vec![Rel::Realtime, Rel::Rw]);
 }
 
-#[test]
-fn g0_realtime_appends_ordered_against_real_time() {
+/// Appends x 1, then x 2 after the first returned, then reads x as `read`.
+fn x1_then_x2_then_read(read: &[u64]) -> History {
     let mut h = History::default();
     h.ok(0, 10, vec![a("x", 1)])
         .ok(20, 30, vec![a("x", 2)])
-        .ok(40, 50, vec![r("x", &[2, 1])]);
-    let report = h.check();
-    assert_flags(&report, AnomalyKind::G0Realtime, &[]);
+        .ok(40, 50, vec![r("x", read)]);
+    h
+}
+
+#[test]
+fn g0_realtime_appends_ordered_against_real_time() {
+    let h = x1_then_x2_then_read(&[2, 1]);
+    assert_flags(&h.check(), AnomalyKind::G0Realtime, &[]);
 }
 
 #[test]
 fn g0_realtime_lost_append() {
     // x 1 was acknowledged, then x 2 was appended after it in real time,
     // but reads show only x 2: 1 was lost (it can only come after 2).
-    let mut h = History::default();
-    h.ok(0, 10, vec![a("x", 1)])
-        .ok(20, 30, vec![a("x", 2)])
-        .ok(40, 50, vec![r("x", &[2])]);
-    let report = h.check();
+    let h = x1_then_x2_then_read(&[2]);
     assert_flags(
-        &report,
+        &h.check(),
         AnomalyKind::G0Realtime,
         &[AnomalyKind::GSingleRealtime],
     );
@@ -304,8 +288,7 @@ fn g0_realtime_lost_append() {
 fn g1c_realtime_read_from_the_future() {
     let mut h = History::default();
     h.ok(0, 10, vec![r("x", &[1])]).ok(20, 30, vec![a("x", 1)]);
-    let report = h.check();
-    assert_flags(&report, AnomalyKind::G1cRealtime, &[]);
+    assert_flags(&h.check(), AnomalyKind::G1cRealtime, &[]);
 }
 
 #[test]
@@ -328,8 +311,7 @@ fn g1a_aborted_read() {
     let mut h = History::default();
     h.txn(0, 10, Done::Fail, vec![a("x", 1)])
         .ok(20, 30, vec![r("x", &[1])]);
-    let report = h.check();
-    assert_flags(&report, AnomalyKind::G1a, &[]);
+    assert_flags(&h.check(), AnomalyKind::G1a, &[]);
 }
 
 #[test]
@@ -337,10 +319,9 @@ fn g1b_intermediate_read() {
     let mut h = History::default();
     h.ok(0, 100, vec![a("x", 1), a("x", 2)])
         .ok(0, 100, vec![r("x", &[1])]);
-    let report = h.check();
     // The reader also missed the writer's second append, which follows
     // the state it read: a G-single cycle too.
-    assert_flags(&report, AnomalyKind::G1b, &[AnomalyKind::GSingle]);
+    assert_flags(&h.check(), AnomalyKind::G1b, &[AnomalyKind::GSingle]);
 }
 
 #[test]
@@ -349,8 +330,7 @@ fn dirty_update_builds_on_a_failed_append() {
     h.txn(0, 10, Done::Fail, vec![a("x", 1)])
         .ok(20, 30, vec![a("x", 2)])
         .ok(40, 50, vec![r("x", &[1, 2])]);
-    let report = h.check();
-    assert_flags(&report, AnomalyKind::DirtyUpdate, &[AnomalyKind::G1a]);
+    assert_flags(&h.check(), AnomalyKind::DirtyUpdate, &[AnomalyKind::G1a]);
 }
 
 #[test]
@@ -359,10 +339,9 @@ fn lost_update_two_appends_on_the_same_state() {
     h.ok(0, 100, vec![r("x", &[]), a("x", 1)])
         .ok(0, 100, vec![r("x", &[]), a("x", 2)])
         .ok(200, 300, vec![r("x", &[1, 2])]);
-    let report = h.check();
     // Both read [] and appended: the second did not see the first's
     // append but came after it, a G-single cycle too.
-    assert_flags(&report, AnomalyKind::LostUpdate, &[AnomalyKind::GSingle]);
+    assert_flags(&h.check(), AnomalyKind::LostUpdate, &[AnomalyKind::GSingle]);
 }
 
 #[test]
@@ -370,8 +349,7 @@ fn duplicate_elements() {
     let mut h = History::default();
     h.ok(0, 10, vec![a("x", 1)])
         .ok(20, 30, vec![r("x", &[1, 1])]);
-    let report = h.check();
-    assert_flags(&report, AnomalyKind::DuplicateElements, &[]);
+    assert_flags(&h.check(), AnomalyKind::DuplicateElements, &[]);
 }
 
 #[test]
@@ -382,9 +360,8 @@ fn incompatible_order() {
         .ok(0, 10, vec![a("x", 3)])
         .ok(20, 30, vec![r("x", &[1, 2])])
         .ok(20, 30, vec![r("x", &[1, 3, 2])]);
-    let report = h.check();
     assert_flags(
-        &report,
+        &h.check(),
         AnomalyKind::IncompatibleOrder,
         // The longest read's order contradicts the other read's edges.
         &[
@@ -412,8 +389,11 @@ fn internal_inconsistency() {
 fn future_read() {
     let mut h = History::default();
     h.ok(0, 10, vec![r("x", &[1]), a("x", 1)]);
-    let report = h.check();
-    assert_flags(&report, AnomalyKind::FutureRead, &[AnomalyKind::Internal]);
+    assert_flags(
+        &h.check(),
+        AnomalyKind::FutureRead,
+        &[AnomalyKind::Internal],
+    );
 }
 
 #[test]
@@ -477,6 +457,23 @@ struct Planned {
     pending: bool,
 }
 
+impl Planned {
+    /// Whether the transaction took effect.
+    fn applied(&self) -> bool {
+        self.outcome <= 6 || self.outcome == 8
+    }
+
+    /// How the transaction is recorded as ending.
+    fn done(&self) -> Done {
+        match self.outcome {
+            0..=6 => Done::Ok,
+            7 => Done::Fail,
+            _ if self.pending => Done::Pending,
+            _ => Done::Info,
+        }
+    }
+}
+
 fn planned() -> impl Strategy<Value = Planned> {
     (
         prop::collection::vec((0u8..4, any::<bool>()), 1..5),
@@ -501,7 +498,6 @@ fn execute(plan: &[Planned]) -> Vec<(Vec<MicroOp>, Done)> {
     let mut next: HashMap<String, u64> = HashMap::new();
     let mut executed = Vec::new();
     for p in plan {
-        let applied = p.outcome <= 6 || p.outcome == 8;
         let mut state = lists.clone();
         let mut mops = Vec::new();
         for &(k, append) in &p.mops {
@@ -515,16 +511,10 @@ fn execute(plan: &[Planned]) -> Vec<(Vec<MicroOp>, Done)> {
                 mops.push(r(&key, state.get(&key).map_or(&[][..], |l| l)));
             }
         }
-        if applied {
+        if p.applied() {
             lists = state;
         }
-        let done = match p.outcome {
-            0..=6 => Done::Ok,
-            7 => Done::Fail,
-            _ if p.pending => Done::Pending,
-            _ => Done::Info,
-        };
-        executed.push((mops, done));
+        executed.push((mops, p.done()));
     }
     executed
 }
@@ -567,13 +557,29 @@ fn runner(test: &str, cases: u32, seed: u64) -> TestRunner {
     TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &bytes))
 }
 
+/// Fails the test with the shrunk plan if a property did not hold.
+fn assert_held(result: Result<(), TestError<Vec<Planned>>>) {
+    match result {
+        Ok(()) => {}
+        Err(TestError::Fail(reason, input)) => {
+            panic!("{reason}\nminimal input: {input:#?}")
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Checks a generated history, failing the case if it is malformed.
+fn check_generated(h: &History) -> Result<AppendReport, TestCaseError> {
+    append::check(&h.events()).map_err(|e| TestCaseError::fail(e.to_string()))
+}
+
 #[test]
 fn serial_executions_always_pass() {
     let mut runner = runner("serial_executions_always_pass", 300, seed());
     let strategy = prop::collection::vec(planned(), 1..60);
     let result = runner.run(&strategy, |plan| {
         let h = serial_history(&plan);
-        let report = append::check(&h.events()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let report = check_generated(&h)?;
         prop_assert!(
             report.valid(),
             "{:?}: {:#?}",
@@ -582,13 +588,7 @@ fn serial_executions_always_pass() {
         );
         Ok(())
     });
-    match result {
-        Ok(()) => {}
-        Err(TestError::Fail(reason, input)) => {
-            panic!("{reason}\nminimal input: {input:#?}")
-        }
-        Err(e) => panic!("{e}"),
-    }
+    assert_held(result);
 }
 
 #[test]
@@ -632,7 +632,7 @@ fn serial_executions_recorded_in_reverse_real_time_are_judged_exactly() {
                 }
             }
         }
-        let report = append::check(&h.events()).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let report = check_generated(&h)?;
         let (valid, invalid) = outcomes.get();
         outcomes.set(if replays {
             (valid + 1, invalid)
@@ -648,13 +648,7 @@ fn serial_executions_recorded_in_reverse_real_time_are_judged_exactly() {
         );
         Ok(())
     });
-    match result {
-        Ok(()) => {}
-        Err(TestError::Fail(reason, input)) => {
-            panic!("{reason}\nminimal input: {input:#?}")
-        }
-        Err(e) => panic!("{e}"),
-    }
+    assert_held(result);
     let (valid, invalid) = outcomes.get();
     println!("{valid} valid and {invalid} invalid histories");
     assert!(valid > 0 && invalid > 0, "{valid} valid, {invalid} invalid");
@@ -691,7 +685,6 @@ fn twenty_thousand_transactions_check_quickly() {
     let mut h = History::default();
     for (i, p) in plan.iter().enumerate() {
         let at = 1000 + 100 * i as u64;
-        let applied = p.outcome <= 6 || p.outcome == 8;
         let mut state = lists.clone();
         let mut mops = Vec::new();
         for &(slot, append) in &p.mops {
@@ -710,15 +703,10 @@ fn twenty_thousand_transactions_check_quickly() {
                 mops.push(r(&key, state.get(&key).map_or(&[][..], |l| l)));
             }
         }
-        if applied {
+        if p.applied() {
             lists = state;
         }
-        let done = match p.outcome {
-            0..=6 => Done::Ok,
-            7 => Done::Fail,
-            _ => Done::Info,
-        };
-        h.txn(at - p.before, at + p.after, done, mops);
+        h.txn(at - p.before, at + p.after, p.done(), mops);
     }
     let events = h.events();
     let started = Instant::now();

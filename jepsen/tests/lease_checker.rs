@@ -8,12 +8,19 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+/// The hand-made histories this test shares with the other checkers' tests.
+mod common {
+    pub mod history;
+}
+
 use cairn_jepsen::checker::lease::{
     self, lease_key, lease_of_key, FaultWindow, LeaseAnomalyKind, LeaseCheckError,
     LeaseCheckOptions, LeaseReport, LeaseRequest, LeaseResponse, ObservedEvent, ObserverRecord,
     ReadKv, WatchKind,
 };
 use cairn_jepsen::history::{Event, EventType};
+
+use common::history::{event, Recorder};
 
 const PREFIX: &str = "/t/";
 const MS: u64 = 1_000_000;
@@ -28,7 +35,7 @@ enum Done {
 /// A history under construction: operations with explicit call and return
 /// times (ms), sorted into events at the end, and the observer's log.
 struct Case {
-    timed: Vec<(u64, u8, Event)>,
+    recorder: Recorder,
     observed: Vec<ObserverRecord>,
     faults: Vec<FaultWindow>,
 }
@@ -40,7 +47,7 @@ fn key(lease: i64, n: usize) -> String {
 impl Case {
     fn new() -> Self {
         Self {
-            timed: Vec::new(),
+            recorder: Recorder::default(),
             observed: vec![ObserverRecord::Start {
                 t_ns: 0,
                 prefix: PREFIX.into(),
@@ -58,44 +65,64 @@ impl Case {
         request: LeaseRequest,
         done: Done,
     ) -> &mut Self {
-        let f = request.function().to_string();
-        let key = request.lease().map(|l| l.to_string());
-        let event = |kind, value: Value, t_ms: u64, rev, error: Option<&str>| Event {
-            index: 0,
-            kind,
-            process,
-            f: f.clone(),
-            key: key.clone(),
-            value,
-            t_ns: t_ms * MS,
+        let at = |kind, value, t_ms: u64| Event {
+            key: request.lease().map(|l| l.to_string()),
             node: Some("m0".into()),
-            error: error.map(str::to_string),
-            rev,
+            ..event(kind, process, request.function(), value, t_ms * MS)
         };
-        self.timed.push((
+        let invoke = at(
+            EventType::Invoke,
+            serde_json::to_value(&request).unwrap(),
             call,
-            0,
-            event(
-                EventType::Invoke,
-                serde_json::to_value(&request).unwrap(),
-                call,
-                None,
-                None,
-            ),
-        ));
+        );
         let completion = match done {
-            Done::Ok(response, rev) => event(
-                EventType::Ok,
-                serde_json::to_value(&response).unwrap(),
-                ret,
+            Done::Ok(response, rev) => Event {
                 rev,
-                None,
-            ),
-            Done::Fail(error) => event(EventType::Fail, Value::Null, ret, None, Some(error)),
-            Done::Info => event(EventType::Info, Value::Null, ret, None, Some("timed out")),
+                ..at(EventType::Ok, serde_json::to_value(&response).unwrap(), ret)
+            },
+            Done::Fail(error) => Event {
+                error: Some(error.into()),
+                ..at(EventType::Fail, Value::Null, ret)
+            },
+            Done::Info => Event {
+                error: Some("timed out".into()),
+                ..at(EventType::Info, Value::Null, ret)
+            },
         };
-        self.timed.push((ret, 1, completion));
+        self.recorder.record(invoke, Some(completion));
         self
+    }
+
+    /// Grants lease `id` with a TTL of 2 s on `process` at `at` ms, then puts
+    /// `keys` keys under it, one every 10 ms: key `n` holds
+    /// `"<process>-<n>"`, is acknowledged at revision `first_rev + n` and is
+    /// seen by the observer 1 ms after its put was invoked.
+    fn lease_with_keys(
+        &mut self,
+        process: u64,
+        at: u64,
+        id: i64,
+        keys: usize,
+        first_rev: i64,
+    ) -> &mut Self {
+        self.grant(process, at, id, 2);
+        for n in 0..keys {
+            let call = at + 10 * (n as u64 + 1);
+            let rev = first_rev + n as i64;
+            let value = format!("{process}-{n}");
+            self.put(process, call, id, n, &value, put_ok(rev))
+                .seen_put(call + 1, rev, id, n, &value);
+        }
+        self
+    }
+
+    /// A case that begins with [`Case::lease_with_keys`] for lease 7 on
+    /// process 1 at 0 ms, its keys from revision 2: the lease most tests
+    /// break.
+    fn with_lease_7(keys: usize) -> Self {
+        let mut h = Self::new();
+        h.lease_with_keys(1, 0, 7, keys, 2);
+        h
     }
 
     fn grant(&mut self, process: u64, call: u64, id: i64, ttl: i64) -> &mut Self {
@@ -161,6 +188,20 @@ impl Case {
         self.op(process, call, ret, LeaseRequest::Revoke { id }, done)
     }
 
+    /// An explicit delete of lease `id`'s key `n`.
+    fn delete(
+        &mut self,
+        process: u64,
+        call: u64,
+        ret: u64,
+        id: i64,
+        n: usize,
+        done: Done,
+    ) -> &mut Self {
+        let key = key(id, n);
+        self.op(process, call, ret, LeaseRequest::Delete { id, key }, done)
+    }
+
     fn read(&mut self, process: u64, call: u64, id: i64, rev: i64, kvs: Vec<ReadKv>) -> &mut Self {
         self.op(
             process,
@@ -199,16 +240,7 @@ impl Case {
     }
 
     fn events(&self) -> Vec<Event> {
-        let mut timed = self.timed.clone();
-        timed.sort_by_key(|(t, kind, _)| (*t, *kind));
-        timed
-            .into_iter()
-            .enumerate()
-            .map(|(i, (_, _, mut e))| {
-                e.index = i as u64;
-                e
-            })
-            .collect()
+        self.recorder.events()
     }
 
     /// Checks with the observer ending at the last event's revision, which
@@ -261,6 +293,15 @@ fn put_ok(rev: i64) -> Done {
     Done::Ok(LeaseResponse::Put {}, Some(rev))
 }
 
+fn revoked_at(rev: i64) -> Done {
+    Done::Ok(LeaseResponse::Revoke {}, Some(rev))
+}
+
+/// An explicit delete that removed the key, acknowledged at `rev`.
+fn deleted_at(rev: i64) -> Done {
+    Done::Ok(LeaseResponse::Delete { deleted: 1 }, Some(rev))
+}
+
 fn kinds(report: &LeaseReport) -> Vec<LeaseAnomalyKind> {
     report.counts.keys().copied().collect()
 }
@@ -286,36 +327,17 @@ fn a_valid_history_passes() {
     let (a, b, c, d) = (100, 200, 300, 400);
     let mut h = Case::new();
     // A: kept alive, a key deleted explicitly, then revoked.
-    h.grant(1, 0, a, 2)
-        .put(1, 10, a, 0, "1-0", put_ok(2))
-        .seen_put(11, 2, a, 0, "1-0")
-        .put(1, 20, a, 1, "1-1", put_ok(3))
-        .seen_put(21, 3, a, 1, "1-1")
+    h.lease_with_keys(1, 0, a, 2, 2)
         // B: abandoned with TTL 3 after one put.
         .grant(2, 30, b, 3)
         .put(2, 40, b, 0, "2-0", put_ok(4))
         .seen_put(41, 4, b, 0, "2-0")
         .keepalive(1, 600, a, 2)
         .read(3, 700, a, 4, vec![kv(a, 0, "1-0", 2), kv(a, 1, "1-1", 3)])
-        .op(
-            1,
-            800,
-            805,
-            LeaseRequest::Delete {
-                id: a,
-                key: key(a, 1),
-            },
-            Done::Ok(LeaseResponse::Delete { deleted: 1 }, Some(5)),
-        )
+        .delete(1, 800, 805, a, 1, deleted_at(5))
         .seen_delete(803, 5, a, 1)
         .ttl(3, 900, a, 2)
-        .revoke(
-            1,
-            1000,
-            1010,
-            a,
-            Done::Ok(LeaseResponse::Revoke {}, Some(6)),
-        )
+        .revoke(1, 1000, 1010, a, revoked_at(6))
         .seen_delete(1008, 6, a, 0)
         // Probes after the revoke: the lease is gone.
         .keepalive(3, 1100, a, 0)
@@ -340,24 +362,9 @@ fn a_valid_history_passes() {
         .seen_put(7011, 9, d, 0, "6-0")
         .put(6, 7020, d, 1, "6-1", put_ok(10))
         .seen_put(7021, 10, d, 1, "6-1")
-        .op(
-            6,
-            7200,
-            9200,
-            LeaseRequest::Delete {
-                id: d,
-                key: key(d, 0),
-            },
-            Done::Info,
-        )
+        .delete(6, 7200, 9200, d, 0, Done::Info)
         .seen_delete(7300, 11, d, 0)
-        .revoke(
-            7,
-            7400,
-            7410,
-            d,
-            Done::Ok(LeaseResponse::Revoke {}, Some(12)),
-        )
+        .revoke(7, 7400, 7410, d, revoked_at(12))
         .seen_delete(7405, 12, d, 1)
         // The harness's final write, outside every lease.
         .op(
@@ -387,21 +394,12 @@ fn a_valid_history_passes() {
 /// in two revisions.
 #[test]
 fn keys_deleted_at_two_revisions_are_flagged() {
-    let mut h = Case::new();
-    h.grant(1, 0, 7, 2)
-        .put(1, 10, 7, 0, "1-0", put_ok(2))
-        .seen_put(11, 2, 7, 0, "1-0")
-        .put(1, 20, 7, 1, "1-1", put_ok(3))
-        .seen_put(21, 3, 7, 1, "1-1")
-        .revoke(1, 100, 110, 7, Done::Ok(LeaseResponse::Revoke {}, Some(5)))
+    let mut h = Case::with_lease_7(2);
+    h.revoke(1, 100, 110, 7, revoked_at(5))
         .seen_delete(105, 4, 7, 0)
         .seen_delete(106, 5, 7, 1);
     // And an expiry that does the same.
-    h.grant(2, 200, 8, 2)
-        .put(2, 210, 8, 0, "2-0", put_ok(6))
-        .seen_put(211, 6, 8, 0, "2-0")
-        .put(2, 220, 8, 1, "2-1", put_ok(7))
-        .seen_put(221, 7, 8, 1, "2-1")
+    h.lease_with_keys(2, 200, 8, 2, 6)
         .seen_delete(2600, 8, 8, 1)
         .seen_delete(2601, 9, 8, 0);
     let report = h.check();
@@ -417,56 +415,24 @@ fn keys_deleted_at_two_revisions_are_flagged() {
 /// An explicit delete of a lease's key at its own revision is no split.
 #[test]
 fn an_acknowledged_explicit_delete_is_not_a_split() {
-    let mut h = Case::new();
-    h.grant(1, 0, 7, 2)
-        .put(1, 10, 7, 0, "1-0", put_ok(2))
-        .seen_put(11, 2, 7, 0, "1-0")
-        .put(1, 20, 7, 1, "1-1", put_ok(3))
-        .seen_put(21, 3, 7, 1, "1-1")
-        .op(
-            1,
-            30,
-            35,
-            LeaseRequest::Delete {
-                id: 7,
-                key: key(7, 0),
-            },
-            Done::Ok(LeaseResponse::Delete { deleted: 1 }, Some(4)),
-        )
-        .seen_delete(33, 4, 7, 0)
-        .seen_delete(2600, 5, 7, 1);
-    assert!(h.check().valid());
+    // Key 0 deleted explicitly, acknowledged at `rev`, seen at revision 4;
+    // key 1 deleted at expiry, at revision 5.
+    let explicit_delete_acknowledged_at = |rev| {
+        let mut h = Case::with_lease_7(2);
+        h.delete(1, 30, 35, 7, 0, deleted_at(rev))
+            .seen_delete(33, 4, 7, 0)
+            .seen_delete(2600, 5, 7, 1);
+        h.check()
+    };
+    assert!(explicit_delete_acknowledged_at(4).valid());
     // The same delete acknowledged at another revision explains nothing.
-    let mut h = Case::new();
-    h.grant(1, 0, 7, 2)
-        .put(1, 10, 7, 0, "1-0", put_ok(2))
-        .seen_put(11, 2, 7, 0, "1-0")
-        .put(1, 20, 7, 1, "1-1", put_ok(3))
-        .seen_put(21, 3, 7, 1, "1-1")
-        .op(
-            1,
-            30,
-            35,
-            LeaseRequest::Delete {
-                id: 7,
-                key: key(7, 0),
-            },
-            Done::Ok(LeaseResponse::Delete { deleted: 1 }, Some(9)),
-        )
-        .seen_delete(33, 4, 7, 0)
-        .seen_delete(2600, 5, 7, 1);
-    assert!(kinds(&h.check()).contains(&LeaseAnomalyKind::SplitDeletion));
+    assert!(kinds(&explicit_delete_acknowledged_at(9)).contains(&LeaseAnomalyKind::SplitDeletion));
 }
 
 #[test]
 fn a_key_left_behind_by_its_lease_is_flagged() {
-    let mut h = Case::new();
-    h.grant(1, 0, 7, 2)
-        .put(1, 10, 7, 0, "1-0", put_ok(2))
-        .seen_put(11, 2, 7, 0, "1-0")
-        .put(1, 20, 7, 1, "1-1", put_ok(3))
-        .seen_put(21, 3, 7, 1, "1-1")
-        .seen_delete(2600, 4, 7, 0)
+    let mut h = Case::with_lease_7(2);
+    h.seen_delete(2600, 4, 7, 0)
         .read(2, 2700, 7, 4, vec![kv(7, 1, "1-1", 3)]);
     let report = h.check();
     assert_eq!(
@@ -492,7 +458,7 @@ fn use_after_revoke_is_flagged() {
     h.grant(1, 0, 7, 5)
         .put(1, 10, 7, 0, "1-0", put_ok(2))
         .seen_put(11, 2, 7, 0, "1-0")
-        .revoke(1, 100, 110, 7, Done::Ok(LeaseResponse::Revoke {}, Some(3)))
+        .revoke(1, 100, 110, 7, revoked_at(3))
         .seen_delete(105, 3, 7, 0)
         // A put acknowledged at a later revision, and a keep-alive that
         // still renews, both invoked after the revoke returned.
@@ -523,11 +489,8 @@ fn use_after_revoke_is_flagged() {
 /// A put of unknown outcome that the observer saw after the lease expired.
 #[test]
 fn an_observed_put_after_expiry_is_flagged() {
-    let mut h = Case::new();
-    h.grant(1, 0, 7, 2)
-        .put(1, 10, 7, 0, "1-0", put_ok(2))
-        .seen_put(11, 2, 7, 0, "1-0")
-        .seen_delete(2600, 3, 7, 0)
+    let mut h = Case::with_lease_7(1);
+    h.seen_delete(2600, 3, 7, 0)
         .put(2, 2590, 7, 1, "2-0", Done::Info)
         .seen_put(2700, 4, 7, 1, "2-0");
     let report = h.check();
@@ -545,12 +508,8 @@ fn an_observed_put_after_expiry_is_flagged() {
 fn early_expiry_is_flagged() {
     // Renewed at 1.0 s with TTL 2: alive until at least 3.0 s, but its
     // keys' deletion arrived at 2.5 s.
-    let mut h = Case::new();
-    h.grant(1, 0, 7, 2)
-        .put(1, 10, 7, 0, "1-0", put_ok(2))
-        .seen_put(11, 2, 7, 0, "1-0")
-        .keepalive(1, 1000, 7, 2)
-        .seen_delete(2500, 3, 7, 0);
+    let mut h = Case::with_lease_7(1);
+    h.keepalive(1, 1000, 7, 2).seen_delete(2500, 3, 7, 0);
     let report = h.check();
     assert_eq!(kinds(&report), vec![LeaseAnomalyKind::EarlyExpiry]);
     assert!(
@@ -560,19 +519,14 @@ fn early_expiry_is_flagged() {
     );
 
     // A lease without keys reported missing too early.
-    let mut h = Case::new();
-    h.grant(1, 0, 7, 2)
-        .keepalive(1, 1000, 7, 2)
-        .ttl(2, 1500, 7, -1);
+    let mut h = Case::with_lease_7(0);
+    h.keepalive(1, 1000, 7, 2).ttl(2, 1500, 7, -1);
     assert_eq!(kinds(&h.check()), vec![LeaseAnomalyKind::EarlyExpiry]);
 
     // The deletion arrived late, but an acknowledged operation at its
     // revision returned at 2.6 s: it had been applied by then.
-    let mut h = Case::new();
-    h.grant(1, 0, 7, 2)
-        .put(1, 10, 7, 0, "1-0", put_ok(2))
-        .seen_put(11, 2, 7, 0, "1-0")
-        .keepalive(1, 1000, 7, 2)
+    let mut h = Case::with_lease_7(1);
+    h.keepalive(1, 1000, 7, 2)
         .grant(2, 2500, 9, 5)
         .put(2, 2597, 9, 0, "2-0", put_ok(4))
         .seen_put(2598, 4, 9, 0, "2-0")
@@ -585,19 +539,12 @@ fn early_expiry_is_flagged() {
 #[test]
 fn expiry_at_the_bound_or_after_a_revoke_is_not_early() {
     // 20 ms before the bound: within the tolerance.
-    let mut h = Case::new();
-    h.grant(1, 0, 7, 2)
-        .put(1, 10, 7, 0, "1-0", put_ok(2))
-        .seen_put(11, 2, 7, 0, "1-0")
-        .keepalive(1, 1000, 7, 2)
-        .seen_delete(2980, 3, 7, 0);
+    let mut h = Case::with_lease_7(1);
+    h.keepalive(1, 1000, 7, 2).seen_delete(2980, 3, 7, 0);
     assert!(h.check().valid());
     // A revoke of unknown outcome was invoked before the deletion.
-    let mut h = Case::new();
-    h.grant(1, 0, 7, 2)
-        .put(1, 10, 7, 0, "1-0", put_ok(2))
-        .seen_put(11, 2, 7, 0, "1-0")
-        .keepalive(1, 1000, 7, 2)
+    let mut h = Case::with_lease_7(1);
+    h.keepalive(1, 1000, 7, 2)
         .revoke(1, 1200, 3200, 7, Done::Info)
         .seen_delete(1300, 3, 7, 0);
     let report = h.check();
@@ -607,20 +554,14 @@ fn expiry_at_the_bound_or_after_a_revoke_is_not_early() {
 
 #[test]
 fn stale_and_mismatched_reads_are_flagged() {
-    let mut h = Case::new();
-    h.grant(1, 0, 7, 2)
-        .put(1, 10, 7, 0, "1-0", put_ok(2))
-        .seen_put(11, 2, 7, 0, "1-0")
-        .seen_delete(2600, 3, 7, 0)
+    let mut h = Case::with_lease_7(1);
+    h.seen_delete(2600, 3, 7, 0)
         // Invoked after the deletion arrived, at an older revision.
         .read(2, 2700, 7, 2, vec![kv(7, 0, "1-0", 2)]);
     assert_eq!(kinds(&h.check()), vec![LeaseAnomalyKind::StaleRead]);
 
-    let mut h = Case::new();
-    h.grant(1, 0, 7, 2)
-        .put(1, 10, 7, 0, "1-0", put_ok(2))
-        .seen_put(11, 2, 7, 0, "1-0")
-        .read(2, 20, 7, 2, vec![kv(7, 0, "1-9", 2)])
+    let mut h = Case::with_lease_7(1);
+    h.read(2, 20, 7, 2, vec![kv(7, 0, "1-9", 2)])
         .read(2, 30, 7, 2, vec![])
         .seen_delete(2600, 3, 7, 0);
     let report = h.check();
@@ -630,10 +571,7 @@ fn stale_and_mismatched_reads_are_flagged() {
 
 #[test]
 fn a_key_with_another_lease_is_flagged() {
-    let mut h = Case::new();
-    h.grant(1, 0, 7, 2)
-        .put(1, 10, 7, 0, "1-0", put_ok(2))
-        .seen_put(11, 2, 7, 0, "1-0");
+    let mut h = Case::with_lease_7(1);
     if let Some(ObserverRecord::Event(e)) = h.observed.last_mut() {
         e.lease = 8;
     }
@@ -643,10 +581,21 @@ fn a_key_with_another_lease_is_flagged() {
 
 #[test]
 fn a_lease_outliving_its_deadline_is_a_liveness_anomaly_unless_a_fault_explains_it() {
+    // Lease 7, TTL 2, granted at 0 and found alive at 6 s, then probed at
+    // `probe` ms, with or without a fault from 1 s to 4 s.
+    let probed = |fault: bool, probe: u64, ttl: i64| {
+        let mut h = Case::new();
+        if fault {
+            h.faults.push(FaultWindow {
+                start_ns: 1000 * MS,
+                end_ns: Some(4000 * MS),
+            });
+        }
+        h.grant(1, 0, 7, 2).ttl(2, 6000, 7, 1).ttl(2, probe, 7, ttl);
+        h.check()
+    };
     // TTL 2, granted at 0: due by 0 + 2 + 1 (election) + 2 (slack) = 5 s.
-    let mut h = Case::new();
-    h.grant(1, 0, 7, 2).ttl(2, 6000, 7, 1).ttl(2, 7000, 7, -1);
-    let report = h.check();
+    let report = probed(false, 7000, -1);
     assert_eq!(kinds(&report), vec![LeaseAnomalyKind::LateExpiry]);
     assert_eq!(report.safety_anomalies(), 0);
     assert_eq!(report.liveness_anomalies(), 1);
@@ -654,40 +603,21 @@ fn a_lease_outliving_its_deadline_is_a_liveness_anomaly_unless_a_fault_explains_
 
     // A linearizable read after the deadline at a revision before the keys'
     // deletion shows the same.
-    let mut h = Case::new();
-    h.grant(1, 0, 7, 2)
-        .put(1, 10, 7, 0, "1-0", put_ok(2))
-        .seen_put(11, 2, 7, 0, "1-0")
-        .read(3, 5500, 9, 2, vec![])
-        .seen_delete(5600, 3, 7, 0);
+    let mut h = Case::with_lease_7(1);
+    h.read(3, 5500, 9, 2, vec![]).seen_delete(5600, 3, 7, 0);
     assert_eq!(kinds(&h.check()), vec![LeaseAnomalyKind::LateExpiry]);
 
     // A fault from 1 s to 4 s: a new leader may restart the clock; due by
     // 4 + 2 (TTL) + 4 (election timeouts) + 2 = 12 s.
-    let mut h = Case::new();
-    h.faults.push(FaultWindow {
-        start_ns: 1000 * MS,
-        end_ns: Some(4000 * MS),
-    });
-    h.grant(1, 0, 7, 2).ttl(2, 6000, 7, 1).ttl(2, 7000, 7, -1);
-    assert!(h.check().valid());
-    let mut h = Case::new();
-    h.faults.push(FaultWindow {
-        start_ns: 1000 * MS,
-        end_ns: Some(4000 * MS),
-    });
-    h.grant(1, 0, 7, 2).ttl(2, 6000, 7, 1).ttl(2, 12_500, 7, 1);
-    let report = h.check();
+    assert!(probed(true, 7000, -1).valid());
+    let report = probed(true, 12_500, 1);
     assert_eq!(kinds(&report), vec![LeaseAnomalyKind::LateExpiry]);
     assert!(report.anomalies[0].message.contains("1 overlapping fault"));
 }
 
 #[test]
 fn an_observer_short_of_the_final_revision_is_flagged() {
-    let mut h = Case::new();
-    h.grant(1, 0, 7, 2)
-        .put(1, 10, 7, 0, "1-0", put_ok(2))
-        .seen_put(11, 2, 7, 0, "1-0");
+    let h = Case::with_lease_7(1);
     let mut observed = h.observed.clone();
     observed.push(ObserverRecord::End {
         t_ns: 9000 * MS,
@@ -701,8 +631,7 @@ fn an_observer_short_of_the_final_revision_is_flagged() {
 
 #[test]
 fn malformed_histories_are_errors() {
-    let mut h = Case::new();
-    h.grant(1, 0, 7, 2);
+    let h = Case::with_lease_7(0);
     let mut events = h.events();
     events[0].f = "put".into();
     events[1].f = "put".into();

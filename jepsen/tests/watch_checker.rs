@@ -5,100 +5,23 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::Value;
+/// The hand-made histories this test shares with the kv checker's.
+mod common {
+    pub mod history;
+    pub mod kv;
+}
 
 use cairn_jepsen::checker::watch::{
     self, CheckOptions, Record, ResponseRecord, WatchAnomalyKind, WatchEvent, WatchEventType,
     WatchLog, WatchRecord, WatchReport,
 };
-use cairn_jepsen::history::{Event, EventType};
 use cairn_jepsen::ops::{
     Compare, CompareTarget, DeleteRequest, DeleteResponse, Kv, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, Request, Response, TxnOp, TxnOpResponse, TxnRequest, TxnResponse,
+    RangeResponse, Request, Response, TxnOp, TxnOpResponse, TxnRequest, TxnResponse,
 };
 
+use common::kv::{delete, deleted, kv, put, put_ok, range, Done, History};
 use WatchAnomalyKind::*;
-
-enum Done {
-    Ok(Response, i64),
-    Fail,
-    Info,
-}
-
-/// A history under construction: operations with explicit call and return
-/// times, sorted into events at the end.
-#[derive(Default, Clone)]
-struct History {
-    timed: Vec<(u64, u8, Event)>,
-}
-
-impl History {
-    fn op(&mut self, process: u64, call: u64, ret: u64, request: Request, done: Done) -> &mut Self {
-        let f = request.function().to_string();
-        let event = |kind, value: Value, t_ns, rev| Event {
-            index: 0,
-            kind,
-            process,
-            f: f.clone(),
-            key: None,
-            value,
-            t_ns,
-            node: None,
-            error: None,
-            rev,
-        };
-        self.timed.push((
-            call,
-            0,
-            event(
-                EventType::Invoke,
-                serde_json::to_value(&request).unwrap(),
-                call,
-                None,
-            ),
-        ));
-        let completion = match done {
-            Done::Ok(response, rev) => event(
-                EventType::Ok,
-                serde_json::to_value(&response).unwrap(),
-                ret,
-                Some(rev),
-            ),
-            Done::Fail => event(EventType::Fail, Value::Null, ret, None),
-            Done::Info => event(EventType::Info, Value::Null, ret, None),
-        };
-        self.timed.push((ret, 1, completion));
-        self
-    }
-
-    fn events(&self) -> Vec<Event> {
-        let mut timed = self.timed.clone();
-        timed.sort_by_key(|(t, kind, _)| (*t, *kind));
-        timed
-            .into_iter()
-            .enumerate()
-            .map(|(i, (_, _, mut e))| {
-                e.index = i as u64;
-                e
-            })
-            .collect()
-    }
-}
-
-fn k(name: &str) -> String {
-    format!("/p/{name}")
-}
-
-fn kv(key: &str, value: &str, create: i64, modified: i64, version: i64) -> Kv {
-    Kv {
-        key: k(key),
-        value: value.into(),
-        create_revision: create,
-        mod_revision: modified,
-        version,
-        lease: 0,
-    }
-}
 
 fn put_event(current: Kv, prev: Option<Kv>) -> WatchEvent {
     WatchEvent {
@@ -112,7 +35,7 @@ fn delete_event(key: &str, revision: i64, prev: Option<Kv>) -> WatchEvent {
     WatchEvent {
         kind: WatchEventType::Delete,
         kv: Kv {
-            key: k(key),
+            key: key.into(),
             value: String::new(),
             create_revision: 0,
             mod_revision: revision,
@@ -120,39 +43,6 @@ fn delete_event(key: &str, revision: i64, prev: Option<Kv>) -> WatchEvent {
             lease: 0,
         },
         prev_kv: prev,
-    }
-}
-
-fn put(key: &str, value: &str) -> Request {
-    Request::Put(PutRequest {
-        key: k(key),
-        value: value.into(),
-        lease: 0,
-    })
-}
-
-fn put_ok(prev: Option<Kv>) -> Response {
-    Response::Put(PutResponse { prev_kv: prev })
-}
-
-fn delete(key: &str) -> Request {
-    Request::Delete(DeleteRequest { key: k(key) })
-}
-
-fn deleted(prev: Vec<Kv>) -> Response {
-    Response::Delete(DeleteResponse {
-        deleted: prev.len() as i64,
-        prev_kvs: prev,
-    })
-}
-
-fn get(key: &str) -> RangeRequest {
-    RangeRequest {
-        key: k(key),
-        prefix: false,
-        limit: 0,
-        revision: 0,
-        serializable: false,
     }
 }
 
@@ -244,28 +134,28 @@ struct Events;
 
 impl Events {
     fn e2() -> WatchEvent {
-        put_event(kv("a", "1-0", 2, 2, 1), None)
+        put_event(kv("/p/a", "1-0", 2, 2, 1), None)
     }
     fn e3() -> WatchEvent {
-        put_event(kv("b", "2-0", 3, 3, 1), None)
+        put_event(kv("/p/b", "2-0", 3, 3, 1), None)
     }
     fn e4() -> Vec<WatchEvent> {
         vec![
-            put_event(kv("a", "1-1", 2, 4, 2), Some(kv("a", "1-0", 2, 2, 1))),
-            delete_event("b", 4, Some(kv("b", "2-0", 3, 3, 1))),
+            put_event(kv("/p/a", "1-1", 2, 4, 2), Some(kv("/p/a", "1-0", 2, 2, 1))),
+            delete_event("/p/b", 4, Some(kv("/p/b", "2-0", 3, 3, 1))),
         ]
     }
     fn e5() -> WatchEvent {
-        put_event(kv("c", "3-0", 5, 5, 1), None)
+        put_event(kv("/p/c", "3-0", 5, 5, 1), None)
     }
     fn e6() -> WatchEvent {
-        delete_event("a", 6, Some(kv("a", "1-1", 2, 4, 2)))
+        delete_event("/p/a", 6, Some(kv("/p/a", "1-1", 2, 4, 2)))
     }
     fn e7() -> WatchEvent {
-        put_event(kv("a", "1-2", 7, 7, 1), None)
+        put_event(kv("/p/a", "1-2", 7, 7, 1), None)
     }
     fn e8() -> WatchEvent {
-        put_event(kv("final", "9-0", 8, 8, 1), None)
+        put_event(kv("/p/final", "9-0", 8, 8, 1), None)
     }
 }
 
@@ -287,38 +177,38 @@ impl Scenario {
     /// there and gets revision 6 without `prev_kv` (compacted).
     fn base() -> Self {
         let mut h = History::default();
-        h.op(1, 10, 12, put("a", "1-0"), Done::Ok(put_ok(None), 2))
-            .op(2, 13, 15, put("b", "2-0"), Done::Ok(put_ok(None), 3))
+        h.op(1, 10, 12, put("/p/a", "1-0"), put_ok(None, 2))
+            .op(2, 13, 15, put("/p/b", "2-0"), put_ok(None, 3))
             .op(
                 1,
                 16,
                 18,
                 Request::Txn(TxnRequest {
                     compare: vec![Compare {
-                        key: k("a"),
+                        key: "/p/a".into(),
                         target: CompareTarget::ModRevision(2),
                     }],
                     success: vec![
                         TxnOp::Put(PutRequest {
-                            key: k("a"),
+                            key: "/p/a".into(),
                             value: "1-1".into(),
                             lease: 0,
                         }),
-                        TxnOp::Delete(DeleteRequest { key: k("b") }),
-                        TxnOp::Range(get("c")),
+                        TxnOp::Delete(DeleteRequest { key: "/p/b".into() }),
+                        TxnOp::Range(range("/p/c")),
                     ],
-                    failure: vec![TxnOp::Range(get("a")), TxnOp::Range(get("b"))],
+                    failure: vec![TxnOp::Range(range("/p/a")), TxnOp::Range(range("/p/b"))],
                 }),
                 Done::Ok(
                     Response::Txn(TxnResponse {
                         succeeded: true,
                         results: vec![
                             TxnOpResponse::Put(PutResponse {
-                                prev_kv: Some(kv("a", "1-0", 2, 2, 1)),
+                                prev_kv: Some(kv("/p/a", "1-0", 2, 2, 1)),
                             }),
                             TxnOpResponse::Delete(DeleteResponse {
                                 deleted: 1,
-                                prev_kvs: vec![kv("b", "2-0", 3, 3, 1)],
+                                prev_kvs: vec![kv("/p/b", "2-0", 3, 3, 1)],
                             }),
                             TxnOpResponse::Range(RangeResponse {
                                 kvs: Vec::new(),
@@ -330,15 +220,15 @@ impl Scenario {
                     4,
                 ),
             )
-            .op(3, 20, 25, put("c", "3-0"), Done::Info)
-            .op(4, 21, 23, put("c", "3-1"), Done::Fail)
-            .op(2, 26, 27, delete("d"), Done::Ok(deleted(Vec::new()), 5))
+            .op(3, 20, 25, put("/p/c", "3-0"), Done::Info)
+            .op(4, 21, 23, put("/p/c", "3-1"), Done::Fail)
+            .op(2, 26, 27, delete("/p/d"), deleted(Vec::new(), 5))
             .op(
                 2,
                 30,
                 32,
-                delete("a"),
-                Done::Ok(deleted(vec![kv("a", "1-1", 2, 4, 2)]), 6),
+                delete("/p/a"),
+                deleted(vec![kv("/p/a", "1-1", 2, 4, 2)], 6),
             )
             .op(
                 5,
@@ -347,8 +237,8 @@ impl Scenario {
                 Request::Compact { revision: 6 },
                 Done::Ok(Response::Compact {}, 6),
             )
-            .op(1, 42, 44, put("a", "1-2"), Done::Ok(put_ok(None), 7))
-            .op(6, 50, 52, put("final", "9-0"), Done::Ok(put_ok(None), 8));
+            .op(1, 42, 44, put("/p/a", "1-2"), put_ok(None, 7))
+            .op(6, 50, 52, put("/p/final", "9-0"), put_ok(None, 8));
         let m0 = Log::new("oracle-m0", "m0")
             .start("m0", 2)
             .created()
@@ -417,6 +307,56 @@ impl Scenario {
             .iter_mut()
             .find(|l| l.name == name)
             .expect("a watcher of the scenario")
+    }
+
+    /// The response holding `revision`'s first event in `watcher`'s log.
+    fn response_with(&mut self, watcher: &str, revision: i64) -> &mut ResponseRecord {
+        let log = self.log(watcher);
+        let i = record_with(log, revision);
+        response_mut(log, i)
+    }
+
+    /// `watcher` restarts at `revision + 1` wherever it restarted at
+    /// `revision`, and never receives `revision`.
+    fn skip_on_resume(&mut self, watcher: &str, revision: i64) {
+        let log = self.log(watcher);
+        for r in &mut log.records {
+            if let Record::Start { start_revision, .. } = &mut r.record {
+                if *start_revision == revision {
+                    *start_revision = revision + 1;
+                }
+            }
+        }
+        let i = record_with(log, revision);
+        log.records.remove(i);
+    }
+
+    /// Every watcher receives `event` as revision 9, right after revision 8.
+    fn deliver_everywhere(&mut self, event: WatchEvent) {
+        for log in &mut self.logs {
+            let i = record_with(log, 8);
+            log.records.insert(
+                i + 1,
+                WatchRecord {
+                    t_ns: 2000,
+                    member: "m0".into(),
+                    record: Record::Response(ResponseRecord {
+                        revision: 9,
+                        events: vec![event.clone()],
+                        ..ResponseRecord::default()
+                    }),
+                },
+            );
+        }
+    }
+
+    /// Moves the compaction after every watch record.
+    fn delay_compaction(&mut self) {
+        for e in &mut self.history.recorder.recorded {
+            if e.f == "compact" {
+                e.t_ns += 10_000;
+            }
+        }
     }
 
     /// Every response of every watcher, for changing events everywhere.
@@ -493,9 +433,7 @@ fn one_missing_event_in_one_watcher_is_a_gap() {
 
     // The first of two revisions in one response.
     let mut s = Scenario::base();
-    let log = s.log("oracle-m1");
-    let i = record_with(log, 2);
-    response_mut(log, i)
+    s.response_with("oracle-m1", 2)
         .events
         .retain(|e| e.kv.mod_revision != 2);
     let report = s.check();
@@ -509,9 +447,7 @@ fn one_missing_event_in_one_watcher_is_a_gap() {
 
     // One event of a two-event revision.
     let mut s = Scenario::base();
-    let log = s.log("oracle-m0");
-    let i = record_with(log, 4);
-    response_mut(log, i).events.pop();
+    s.response_with("oracle-m0", 4).events.pop();
     let report = s.check();
     assert_eq!(kinds(&report), BTreeSet::from([Gap]));
     assert_eq!(report.missing_events, 1);
@@ -585,9 +521,7 @@ fn a_revision_split_over_responses_is_not_atomic_unless_fragmented() {
 #[test]
 fn wrong_or_missing_prev_kv_is_caught_unless_compaction_explains_it() {
     let mut s = Scenario::base();
-    let log = s.log("oracle-m1");
-    let i = record_with(log, 4);
-    response_mut(log, i).events[0].prev_kv = Some(kv("a", "1-9", 2, 3, 1));
+    s.response_with("oracle-m1", 4).events[0].prev_kv = Some(kv("/p/a", "1-9", 2, 3, 1));
     let report = s.check();
     assert_eq!(kinds(&report), BTreeSet::from([PrevKv]));
     assert_eq!(report.anomalies[0].watchers, vec!["oracle-m1"]);
@@ -598,10 +532,8 @@ fn wrong_or_missing_prev_kv_is_caught_unless_compaction_explains_it() {
     // compaction response is then unexplained either way.)
     let strip = |cancel_first: bool| {
         let mut s = Scenario::base();
-        delay_compaction(&mut s);
-        let log = s.log("resume-0");
-        let i = record_with(log, 6);
-        response_mut(log, i).events[0].prev_kv = Some(kv("a", "1-1", 2, 4, 2));
+        s.delay_compaction();
+        s.response_with("resume-0", 6).events[0].prev_kv = Some(kv("/p/a", "1-1", 2, 4, 2));
         let log = s.log("oracle-m0");
         let i = record_with(log, 4);
         for e in &mut response_mut(log, i).events {
@@ -622,15 +554,13 @@ fn wrong_or_missing_prev_kv_is_caught_unless_compaction_explains_it() {
 
     // A prev_kv on a create.
     let mut s = Scenario::base();
-    let log = s.log("oracle-m0");
-    let i = record_with(log, 7);
-    response_mut(log, i).events[0].prev_kv = Some(kv("a", "1-1", 2, 4, 2));
+    s.response_with("oracle-m0", 7).events[0].prev_kv = Some(kv("/p/a", "1-1", 2, 4, 2));
     assert_eq!(kinds(&s.check()), BTreeSet::from([PrevKv]));
 
     // resume-0 got revision 6 without prev_kv: accepted only because a
     // compaction at 6 was invoked before it received it.
     let mut s = Scenario::base();
-    delay_compaction(&mut s);
+    s.delay_compaction();
     // (resume-0's compaction response is now unexplained too.)
     assert_eq!(kinds(&s.check()), BTreeSet::from([PrevKv, BogusCompaction]));
     // A compaction at an unknown revision (the nemesis') before it explains
@@ -641,23 +571,11 @@ fn wrong_or_missing_prev_kv_is_caught_unless_compaction_explains_it() {
     assert_eq!(kinds(&s.check()), BTreeSet::from([PrevKv, BogusCompaction]));
 }
 
-/// Moves the compaction after every watch record.
-fn delay_compaction(s: &mut Scenario) {
-    for t in s.history.timed.iter_mut() {
-        if t.2.f == "compact" {
-            t.0 += 10_000;
-            t.2.t_ns += 10_000;
-        }
-    }
-}
-
 #[test]
 fn watchers_that_disagree_are_caught() {
     let mut s = Scenario::base();
-    let log = s.log("oracle-m1");
-    let i = record_with(log, 7);
-    let response = response_mut(log, i);
-    let e7 = response
+    let e7 = s
+        .response_with("oracle-m1", 7)
         .events
         .iter_mut()
         .find(|e| e.kv.mod_revision == 7)
@@ -675,40 +593,22 @@ fn watchers_that_disagree_are_caught() {
 fn a_restart_must_resume_exactly_after_the_last_event() {
     // An event below the restart's revision.
     let mut s = Scenario::base();
-    let log = s.log("oracle-m1");
-    let i = record_with(log, 4);
-    response_mut(log, i).events.insert(0, Events::e3());
+    s.response_with("oracle-m1", 4)
+        .events
+        .insert(0, Events::e3());
     let report = s.check();
     assert_eq!(kinds(&report), BTreeSet::from([ResumeBeforeStart]));
 
     // Resuming past an unseen revision without a compaction response.
     let mut s = Scenario::base();
-    let log = s.log("oracle-m1");
-    for r in &mut log.records {
-        if let Record::Start { start_revision, .. } = &mut r.record {
-            if *start_revision == 4 {
-                *start_revision = 5;
-            }
-        }
-    }
-    let i = record_with(log, 4);
-    log.records.remove(i);
+    s.skip_on_resume("oracle-m1", 4);
     let report = s.check();
     assert_eq!(kinds(&report), BTreeSet::from([BadResume]));
 
     // After the compaction response at 6, resuming at 7 skips more than
     // the compaction allows.
     let mut s = Scenario::base();
-    let log = s.log("resume-0");
-    for r in &mut log.records {
-        if let Record::Start { start_revision, .. } = &mut r.record {
-            if *start_revision == 6 {
-                *start_revision = 7;
-            }
-        }
-    }
-    let i = record_with(log, 6);
-    log.records.remove(i);
+    s.skip_on_resume("resume-0", 6);
     let report = s.check();
     assert_eq!(kinds(&report), BTreeSet::from([BadResume]));
 }
@@ -717,16 +617,14 @@ fn a_restart_must_resume_exactly_after_the_last_event() {
 fn compaction_responses_must_match_a_requested_compaction_above_the_need() {
     // compact_revision 7: no compaction to 7 was requested.
     let mut s = Scenario::base();
-    let log = s.log("resume-0");
-    for r in &mut log.records {
-        match &mut r.record {
-            Record::Start { start_revision, .. } if *start_revision == 6 => *start_revision = 7,
-            Record::Response(resp) if resp.compact_revision == 6 => resp.compact_revision = 7,
-            _ => {}
+    s.skip_on_resume("resume-0", 6);
+    for r in &mut s.log("resume-0").records {
+        if let Record::Response(resp) = &mut r.record {
+            if resp.compact_revision == 6 {
+                resp.compact_revision = 7;
+            }
         }
     }
-    let i = record_with(log, 6);
-    log.records.remove(i);
     let report = s.check();
     assert_eq!(kinds(&report), BTreeSet::from([BogusCompaction]));
 
@@ -767,53 +665,35 @@ fn events_must_match_the_history() {
     assert_eq!(report.anomalies[0].ops.len(), 1);
 
     // A further revision nobody wrote, seen by every watcher.
-    let extra = |s: &mut Scenario, event: WatchEvent| {
-        for name in ["oracle-m0", "oracle-m1", "resume-0"] {
-            let log = s.log(name);
-            let i = record_with(log, 8);
-            log.records.insert(
-                i + 1,
-                WatchRecord {
-                    t_ns: 2000,
-                    member: "m0".into(),
-                    record: Record::Response(ResponseRecord {
-                        revision: 9,
-                        events: vec![event.clone()],
-                        ..ResponseRecord::default()
-                    }),
-                },
-            );
-        }
-    };
     let mut s = Scenario::base();
-    extra(
-        &mut s,
-        put_event(kv("a", "x-1", 7, 9, 2), Some(kv("a", "1-2", 7, 7, 1))),
-    );
+    s.deliver_everywhere(put_event(
+        kv("/p/a", "x-1", 7, 9, 2),
+        Some(kv("/p/a", "1-2", 7, 7, 1)),
+    ));
     assert_eq!(kinds(&s.check()), BTreeSet::from([PhantomEvent]));
 
     // The value of a failed write.
     let mut s = Scenario::base();
-    extra(
-        &mut s,
-        put_event(kv("c", "3-1", 5, 9, 2), Some(kv("c", "3-0", 5, 5, 1))),
-    );
+    s.deliver_everywhere(put_event(
+        kv("/p/c", "3-1", 5, 9, 2),
+        Some(kv("/p/c", "3-0", 5, 5, 1)),
+    ));
     assert_eq!(kinds(&s.check()), BTreeSet::from([FailedWriteVisible]));
 
     // The write with unknown outcome, a second time.
     let mut s = Scenario::base();
-    extra(
-        &mut s,
-        put_event(kv("c", "3-0", 5, 9, 2), Some(kv("c", "3-0", 5, 5, 1))),
-    );
+    s.deliver_everywhere(put_event(
+        kv("/p/c", "3-0", 5, 9, 2),
+        Some(kv("/p/c", "3-0", 5, 5, 1)),
+    ));
     assert_eq!(kinds(&s.check()), BTreeSet::from([DuplicateWrite]));
 
     // A delete no write explains, then one a delete with unknown outcome
     // explains.
     let mut s = Scenario::base();
-    extra(&mut s, delete_event("c", 9, Some(kv("c", "3-0", 5, 5, 1))));
+    s.deliver_everywhere(delete_event("/p/c", 9, Some(kv("/p/c", "3-0", 5, 5, 1))));
     assert_eq!(kinds(&s.check()), BTreeSet::from([PhantomEvent]));
-    s.history.op(8, 60, 61, delete("c"), Done::Info);
+    s.history.op(8, 60, 61, delete("/p/c"), Done::Info);
     let report = s.check();
     assert!(report.valid(), "{:?}", report.counts);
 }
@@ -829,35 +709,20 @@ fn an_unknown_txn_whose_delete_found_nothing_explains_its_put_alone() {
             compare: Vec::new(),
             success: vec![
                 TxnOp::Put(PutRequest {
-                    key: k("c"),
+                    key: "/p/c".into(),
                     value: "8-0".into(),
                     lease: 0,
                 }),
-                TxnOp::Delete(DeleteRequest { key: k("b") }),
+                TxnOp::Delete(DeleteRequest { key: "/p/b".into() }),
             ],
             failure: Vec::new(),
         }),
         Done::Info,
     );
-    for name in ["oracle-m0", "oracle-m1", "resume-0"] {
-        let log = s.log(name);
-        let i = record_with(log, 8);
-        log.records.insert(
-            i + 1,
-            WatchRecord {
-                t_ns: 2000,
-                member: "m0".into(),
-                record: Record::Response(ResponseRecord {
-                    revision: 9,
-                    events: vec![put_event(
-                        kv("c", "8-0", 5, 9, 2),
-                        Some(kv("c", "3-0", 5, 5, 1)),
-                    )],
-                    ..ResponseRecord::default()
-                }),
-            },
-        );
-    }
+    s.deliver_everywhere(put_event(
+        kv("/p/c", "8-0", 5, 9, 2),
+        Some(kv("/p/c", "3-0", 5, 5, 1)),
+    ));
     let report = s.check();
     assert!(report.valid(), "{:?}", report.counts);
     assert_eq!(report.resolved, 2);
@@ -894,9 +759,7 @@ fn a_watcher_that_never_delivers_the_final_write_is_stalled() {
 #[test]
 fn events_outside_the_prefix_are_caught() {
     let mut s = Scenario::base();
-    let log = s.log("oracle-m0");
-    let i = record_with(log, 8);
-    response_mut(log, i).events.push(put_event(
+    s.response_with("oracle-m0", 8).events.push(put_event(
         Kv {
             key: "/q/x".into(),
             value: "0-0".into(),
