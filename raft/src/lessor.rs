@@ -47,6 +47,14 @@ pub struct Lessor {
     checkpoint_in_flight: bool,
 }
 
+/// What a keep-alive found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeepAlive {
+    Renewed(Renewal),
+    /// Past its deadline: being revoked, not renewed.
+    Expiring,
+}
+
 /// A renewed lease: its TTL, and whether a checkpointed remaining TTL,
 /// taken before this renewal, must be cleared before the renewal is
 /// acknowledged. A new leader resumes every lease from its checkpoint, so
@@ -100,10 +108,23 @@ impl Lessor {
     }
 
     /// Renews `id` to its full TTL; `None` if there is no such lease.
-    pub fn keep_alive(&mut self, store: &Store, id: i64, now: Instant) -> Option<Renewal> {
+    ///
+    /// A lease past its deadline is not renewed: its revoke is proposed or
+    /// about to be, and would delete the keys of a lease just reported
+    /// alive. The caller waits for the revoke instead, as etcd's `Renew`
+    /// does.
+    pub fn keep_alive(&mut self, store: &Store, id: i64, now: Instant) -> Option<KeepAlive> {
         let lease = store.lease(id)?;
+        match self.leases.get(&id) {
+            Some(State::Revoking(_)) => return Some(KeepAlive::Expiring),
+            Some(State::Live(at)) if *at <= now => return Some(KeepAlive::Expiring),
+            _ => {}
+        }
         self.leases.insert(id, State::Live(now + secs(lease.ttl)));
-        Some(Renewal { ttl: lease.ttl, clear_checkpoint: lease.remaining_ttl > 0 || self.checkpoint_in_flight })
+        Some(KeepAlive::Renewed(Renewal {
+            ttl: lease.ttl,
+            clear_checkpoint: lease.remaining_ttl > 0 || self.checkpoint_in_flight,
+        }))
     }
 
     /// (remaining, granted) TTL in seconds; `None` if there is no such lease.
@@ -215,16 +236,31 @@ mod tests {
         let mut l = Lessor::default();
         let fresh = store_with_lease(1, 30, None);
         l.promote(&fresh.leases(), Duration::ZERO, now);
-        assert_eq!(l.keep_alive(&fresh, 1, now), Some(Renewal { ttl: 30, clear_checkpoint: false }));
+        assert_eq!(l.keep_alive(&fresh, 1, now), Some(KeepAlive::Renewed(Renewal { ttl: 30, clear_checkpoint: false })));
         assert_eq!(l.keep_alive(&fresh, 2, now), None);
         // Remaining TTLs taken but not committed yet: they predate a renewal.
         assert!(l.checkpoint(now + CHECKPOINT_INTERVAL).is_some());
-        assert_eq!(l.keep_alive(&fresh, 1, now), Some(Renewal { ttl: 30, clear_checkpoint: true }));
+        assert_eq!(l.keep_alive(&fresh, 1, now), Some(KeepAlive::Renewed(Renewal { ttl: 30, clear_checkpoint: true })));
         l.checkpoint_done();
-        assert_eq!(l.keep_alive(&fresh, 1, now), Some(Renewal { ttl: 30, clear_checkpoint: false }));
+        assert_eq!(l.keep_alive(&fresh, 1, now), Some(KeepAlive::Renewed(Renewal { ttl: 30, clear_checkpoint: false })));
         // A committed checkpoint: cleared on the next renewal.
         let checkpointed = store_with_lease(1, 30, Some(12));
-        assert_eq!(l.keep_alive(&checkpointed, 1, now), Some(Renewal { ttl: 30, clear_checkpoint: true }));
+        assert_eq!(l.keep_alive(&checkpointed, 1, now), Some(KeepAlive::Renewed(Renewal { ttl: 30, clear_checkpoint: true })));
+    }
+
+    #[test]
+    fn a_lease_past_its_deadline_is_not_renewed() {
+        let now = Instant::now();
+        let mut l = Lessor::default();
+        let store = store_with_lease(1, 10, None);
+        l.promote(&store.leases(), Duration::ZERO, now);
+        let late = now + Duration::from_secs(10);
+        // Due, though the tick has not proposed its revoke yet.
+        assert_eq!(l.keep_alive(&store, 1, late), Some(KeepAlive::Expiring));
+        assert_eq!(l.expired(late, 10, Duration::from_secs(5)), vec![1]);
+        // Its revoke is in flight.
+        assert_eq!(l.keep_alive(&store, 1, late), Some(KeepAlive::Expiring));
+        assert_eq!(l.expired(late + Duration::from_secs(1), 10, Duration::from_secs(5)), Vec::<i64>::new());
     }
 
     #[test]

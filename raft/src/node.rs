@@ -53,7 +53,7 @@ use tokio::time::Instant;
 
 use crate::log_store::RocksLogStore;
 use crate::network::{CairnRaft, ForwardHandler, LeaderContact, PeerNetwork, RaftPeerService, RaftServer};
-use crate::lessor::{Lessor, CHECKPOINT_BATCH, REVOKE_RATE};
+use crate::lessor::{KeepAlive, Lessor, CHECKPOINT_BATCH, REVOKE_RATE};
 use crate::state_machine::{ApplyObserver, StateMachine};
 use crate::types::{Member, NodeId, RaftRequest, RaftResponse};
 
@@ -719,6 +719,23 @@ impl RaftNode {
         }
     }
 
+    /// Answers a keep-alive of a lease past its deadline once its revoke has
+    /// taken effect here (TTL 0: gone, as etcd answers). If this member
+    /// stops leading first, the caller retries on the next leader, which
+    /// decides afresh.
+    async fn await_lease_revoked(&self, id: i64) -> ForwardResult {
+        let deadline = self.deadline();
+        while self.inner.store.lease(id).is_some() {
+            if !self.inner.lessor.lock().is_primary() {
+                return Err(ClusterError::NotLeader);
+            }
+            if tokio::time::timeout_at(deadline, tokio::time::sleep(RETRY_PAUSE)).await.is_err() {
+                return Err(ClusterError::Timeout);
+            }
+        }
+        Ok(ForwardReply::LeaseTtl(0))
+    }
+
     /// Clears lease `id`'s checkpointed remaining TTL (a checkpoint of 0:
     /// "resume from the full TTL") after any checkpoint in flight, and
     /// returns once that is committed and applied here.
@@ -769,7 +786,11 @@ impl RaftNode {
                     }
                     lessor.keep_alive(&self.inner.store, id, std::time::Instant::now())
                 };
-                let Some(renewal) = renewal else { return Ok(ForwardReply::LeaseTtl(0)) };
+                let renewal = match renewal {
+                    None => return Ok(ForwardReply::LeaseTtl(0)),
+                    Some(KeepAlive::Expiring) => return self.await_lease_revoked(id).await,
+                    Some(KeepAlive::Renewed(renewal)) => renewal,
+                };
                 if renewal.clear_checkpoint {
                     self.clear_lease_checkpoint(id).await?;
                 }
