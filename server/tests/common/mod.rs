@@ -27,8 +27,26 @@ pub struct Cairn {
     restarts: usize,
 }
 
+/// A free port on 127.0.0.1 below the kernel's ephemeral range.
+///
+/// A port from `bind(0)` comes from the ephemeral range, and so does the
+/// local end of every outgoing connection the tests running in parallel
+/// make: between this check and the server binding the port, a connection
+/// could take it ("Address already in use"). Below that range only another
+/// test's pick can, which the random choice makes rare.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    let high = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768)
+        .max(12_000);
+    for _ in 0..1000 {
+        let port = rand::random_range(10_000..high);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below {high} on 127.0.0.1");
 }
 
 impl Cairn {
