@@ -32,6 +32,10 @@ pub struct RaftRequest {
     /// its waiting client.
     pub id: u64,
     /// A protobuf-encoded Cairn write request; opaque to this crate.
+    /// Serialized as one byte string (bincode: length, then the bytes),
+    /// which is also how serde's default writes a `Vec<u8>`, one element
+    /// at a time; the encoding is the same, the per-byte calls are gone.
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
 }
 
@@ -50,10 +54,10 @@ impl fmt::Display for RaftRequest {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RaftResponse {
     /// The request was applied: its encoded `cairn_storage::WriteResponse`.
-    Written(Vec<u8>),
+    Written(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The request was applied as a no-op with a request-level error (e.g. a
     /// compacted revision): the encoded `cairn_storage::StorageError`.
-    Rejected(Vec<u8>),
+    Rejected(#[serde(with = "serde_bytes")] Vec<u8>),
     /// A retry of a request first applied at `first_index`, whose response
     /// this member no longer has. Nothing was applied.
     Duplicate { first_index: u64 },
@@ -90,3 +94,36 @@ pub type Membership = openraft::Membership<NodeId, Member>;
 pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
 /// The storage completion callback `append` receives.
 pub type IoFlushed = openraft::storage::IOFlushed<TypeConfig>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The byte-string encoding must match what serde's default wrote for a
+    /// `Vec<u8>`, so logs and snapshots written before it still decode.
+    #[test]
+    fn byte_string_fields_keep_the_encoding_of_a_plain_vec() {
+        #[derive(Serialize)]
+        struct PlainRequest {
+            id: u64,
+            payload: Vec<u8>,
+        }
+        #[derive(Serialize)]
+        enum PlainResponse {
+            Written(Vec<u8>),
+            Rejected(Vec<u8>),
+        }
+        let payload: Vec<u8> = (0..=255).chain(0..17).collect();
+        let request = RaftRequest { id: 42, payload: payload.clone() };
+        let plain = PlainRequest { id: 42, payload: payload.clone() };
+        assert_eq!(bincode::serialize(&request).unwrap(), bincode::serialize(&plain).unwrap());
+        let decoded: RaftRequest = bincode::deserialize(&bincode::serialize(&plain).unwrap()).unwrap();
+        assert_eq!(decoded, request);
+        for (ours, plain) in [
+            (RaftResponse::Written(payload.clone()), PlainResponse::Written(payload.clone())),
+            (RaftResponse::Rejected(payload.clone()), PlainResponse::Rejected(payload.clone())),
+        ] {
+            assert_eq!(bincode::serialize(&ours).unwrap(), bincode::serialize(&plain).unwrap());
+        }
+    }
+}
