@@ -92,22 +92,10 @@ impl KvWorkload {
         for _ in 0..LEASES {
             leases.push(client.lease_grant(LEASE_TTL_SECS, None).await?.id());
         }
-        let existing = client
-            .get(
-                self.prefix.as_str(),
-                Some(GetOptions::new().with_prefix().with_count_only()),
-            )
-            .await?;
-        if existing.count() != 0 {
-            anyhow::bail!(
-                "{} keys already exist under {:?}",
-                existing.count(),
-                self.prefix
-            );
-        }
+        let start = super::require_empty_prefix(client, &self.prefix).await?;
         let mut state = self.lock();
         state.leases = leases;
-        state.start = existing.header().map_or(1, |h| h.revision());
+        state.start = start.unwrap_or(1);
         state.latest = state.start;
         Ok(())
     }

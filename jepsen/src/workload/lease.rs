@@ -192,20 +192,8 @@ impl LeaseWorkload {
 
     /// Records the starting revision; the prefix must be empty.
     pub async fn setup(&self, client: &mut Client) -> anyhow::Result<()> {
-        let existing = client
-            .get(
-                self.prefix.as_str(),
-                Some(GetOptions::new().with_prefix().with_count_only()),
-            )
-            .await?;
-        if existing.count() != 0 {
-            anyhow::bail!(
-                "{} keys already exist under {:?}",
-                existing.count(),
-                self.prefix
-            );
-        }
-        self.lock().start_rev = existing.header().map_or(0, |h| h.revision());
+        let start = super::require_empty_prefix(client, &self.prefix).await?;
+        self.lock().start_rev = start.unwrap_or(0);
         Ok(())
     }
 

@@ -27,7 +27,7 @@ pub mod watch;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use clap::ValueEnum;
-use etcd_client::Client;
+use etcd_client::{Client, GetOptions};
 use rand::rngs::StdRng;
 use serde_json::Value;
 
@@ -208,4 +208,15 @@ impl Values {
     pub fn next(&self, process: u64) -> String {
         format!("{process}-{}", self.0.fetch_add(1, Ordering::Relaxed))
     }
+}
+
+/// Checks that no key exists under `prefix` (a run's keys must start from
+/// nothing) and returns the revision the check read at, if the response
+/// carried a header.
+pub(crate) async fn require_empty_prefix(client: &mut Client, prefix: &str) -> anyhow::Result<Option<i64>> {
+    let existing = client.get(prefix, Some(GetOptions::new().with_prefix().with_count_only())).await?;
+    if existing.count() != 0 {
+        anyhow::bail!("{} keys already exist under {:?}", existing.count(), prefix);
+    }
+    Ok(existing.header().map(|h| h.revision()))
 }

@@ -42,7 +42,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use etcd_client::{Client, GetOptions, WatchOptions};
+use etcd_client::{Client, WatchOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -110,25 +110,9 @@ impl WatchWorkload {
     /// The kv workload's setup, then the revision where the stream starts.
     pub async fn setup(&self, client: &mut Client) -> anyhow::Result<()> {
         self.kv.setup(client).await?;
-        let read = tokio::time::timeout(
-            OPEN_TIMEOUT,
-            client.get(
-                self.prefix.as_str(),
-                Some(GetOptions::new().with_prefix().with_count_only()),
-            ),
-        )
-        .await
-        .context("reading the prefix timed out")??;
-        if read.count() != 0 {
-            bail!(
-                "{} keys already exist under {:?}",
-                read.count(),
-                self.prefix
-            );
-        }
-        let revision = read
-            .header()
-            .map(|h| h.revision())
+        let revision = tokio::time::timeout(OPEN_TIMEOUT, super::require_empty_prefix(client, &self.prefix))
+            .await
+            .context("reading the prefix timed out")??
             .context("a range response without a header")?;
         *lock(&self.empty_at) = Some(revision);
         Ok(())
