@@ -19,10 +19,17 @@
 //! are printed (`CAIRN_JEPSEN_SEED` reruns one); the report directory of a
 //! run that did not go as required is kept and printed.
 
+/// The seed and summary-line helpers this test shares with the other cluster-run test.
+mod common {
+    pub mod run;
+}
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use common::run::{field, seed};
 
 /// Longest a run may take before the test kills it (its cairn processes die
 /// with it: they have a parent-death signal).
@@ -74,24 +81,6 @@ fn cairn_bugs(test: &str) -> Option<PathBuf> {
     None
 }
 
-fn seed() -> u64 {
-    match std::env::var("CAIRN_JEPSEN_SEED") {
-        Ok(s) => s.parse().expect("CAIRN_JEPSEN_SEED must be an integer"),
-        Err(_) => {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                % 1_000_000_007
-        }
-    }
-}
-
-/// The `key=value` fields of the summary line.
-fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
-}
 
 /// Waits for `child` until `deadline` has passed since `started`; kills it
 /// then and returns `None`.

@@ -5,9 +5,16 @@
 //! is printed (`CAIRN_JEPSEN_SEED` reruns one); a failing run's report
 //! directory is kept and printed, a passing one is removed.
 
+/// The seed and summary-line helpers this test shares with the other cluster-run test.
+mod common {
+    pub mod run;
+}
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use common::run::{field, seed};
 
 /// Longest a run may take before the test kills it (the harness then
 /// takes its cairn processes down with it: they die with their parent).
@@ -35,24 +42,6 @@ fn cairn_binary() -> PathBuf {
     })
 }
 
-fn seed() -> u64 {
-    match std::env::var("CAIRN_JEPSEN_SEED") {
-        Ok(s) => s.parse().expect("CAIRN_JEPSEN_SEED must be an integer"),
-        Err(_) => {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-                % 1_000_000_007
-        }
-    }
-}
-
-/// The `key=value` fields of the summary line.
-fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
-}
 
 struct Expect {
     min_ops: u64,
