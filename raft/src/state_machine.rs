@@ -3,11 +3,14 @@
 //!
 //! # Applying
 //!
-//! Every committed entry goes through [`Store::apply_entry`]: the request's
-//! data, the store revision, the applied log index, the applied log id and the
-//! last membership ([`SmState`], stored as the store's opaque `raft_state`)
-//! are one atomic RocksDB batch. So a restart neither skips nor re-applies an
-//! entry: after a crash the store holds a prefix of its batches, and its
+//! Committed entries go through [`Store::apply_entries`], a group at a time
+//! (what openraft hands over in one `apply` call, cut at
+//! [`APPLY_GROUP_ENTRIES`] entries or [`APPLY_GROUP_BYTES`] of payload): the
+//! requests' data, the store revision, the applied log index, the applied log
+//! id and the last membership ([`SmState`], stored as the store's opaque
+//! `raft_state`) are one atomic RocksDB batch. So a restart neither skips nor
+//! re-applies an entry: after a crash the store holds a prefix of its
+//! batches, and its
 //! `applied_state` tells openraft exactly where to resume. The store does not
 //! fsync these batches: the Raft log is already durable on a quorum, and
 //! openraft re-applies committed entries after the store's applied id on
@@ -429,46 +432,82 @@ impl StateMachine {
         }
     }
 
-    /// Applies entries on the blocking pool (RocksDB writes block).
-    /// Returns each entry's response, and the changes (revision, events) in order.
+    /// Applies entries on the blocking pool (RocksDB writes block), one
+    /// store batch per group. Returns each entry's response, and the changes
+    /// (revision, events) in order.
     fn apply_blocking(store: &Store, mut state: SmState, entries: &[openraft::alias::EntryOf<TypeConfig>]) -> io::Result<Applied> {
         let mut out = Vec::with_capacity(entries.len());
         let mut changes = Vec::new();
-        for entry in entries {
-            state.last_applied = Some(entry.log_id);
-            if let EntryPayload::Membership(m) = &entry.payload {
-                state.membership = StoredMembership::new(Some(entry.log_id), m.clone());
-            }
-            let raft_state = state.encode();
-            let decoded;
-            let (request_id, request) = match &entry.payload {
-                EntryPayload::Normal(r) => {
-                    decoded = WriteRequest::decode(&r.payload).map_err(storage_io)?;
-                    (r.id, Some(&decoded))
-                }
-                _ => (0, None),
-            };
+        let mut rest = entries;
+        while !rest.is_empty() {
+            let group = &rest[..apply_group_len(rest)];
+            rest = &rest[group.len()..];
+            let requests = group
+                .iter()
+                .map(|entry| match &entry.payload {
+                    EntryPayload::Normal(r) => WriteRequest::decode(&r.payload).map(|req| (r.id, Some(req))),
+                    _ => Ok((0, None)),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(storage_io)?;
             // Raft's first entry (the initial membership) has index 0; the
             // store counts "nothing applied" as 0, so it sees index + 1.
-            let outcome = store
-                .apply_entry(&LogEntry { index: entry.log_id.index + 1, request_id, request, raft_state: &raft_state })
-                .map_err(storage_io)?;
-            out.push(match outcome {
-                EntryOutcome::Applied(a) => {
-                    if !a.events.is_empty() {
-                        changes.push((a.revision, a.events));
-                    }
-                    match a.result {
-                        Ok(resp) => RaftResponse::Written(resp.encode()),
-                        Err(e) => RaftResponse::Rejected(e.encode()),
-                    }
+            let log_entries: Vec<LogEntry> = group
+                .iter()
+                .zip(&requests)
+                .map(|(entry, (request_id, request))| LogEntry {
+                    index: entry.log_id.index + 1,
+                    request_id: *request_id,
+                    request: request.as_ref(),
+                })
+                .collect();
+            for entry in group {
+                state.last_applied = Some(entry.log_id);
+                if let EntryPayload::Membership(m) = &entry.payload {
+                    state.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                 }
-                EntryOutcome::Duplicate { first_index } => RaftResponse::Duplicate { first_index },
-                EntryOutcome::NoRequest => RaftResponse::Empty,
-            });
+            }
+            let outcomes = store.apply_entries(&log_entries, &state.encode()).map_err(storage_io)?;
+            for outcome in outcomes {
+                out.push(match outcome {
+                    EntryOutcome::Applied(a) => {
+                        if !a.events.is_empty() {
+                            changes.push((a.revision, a.events));
+                        }
+                        match a.result {
+                            Ok(resp) => RaftResponse::Written(resp.encode()),
+                            Err(e) => RaftResponse::Rejected(e.encode()),
+                        }
+                    }
+                    EntryOutcome::Duplicate { first_index } => RaftResponse::Duplicate { first_index },
+                    EntryOutcome::NoRequest => RaftResponse::Empty,
+                });
+            }
         }
         Ok((out, changes))
     }
+}
+
+/// Bounds on one store batch in [`StateMachine::apply`]: a member catching
+/// up is handed long runs of entries at once, and one batch holds all their
+/// data in memory until it is written.
+pub const APPLY_GROUP_ENTRIES: usize = 1024;
+pub const APPLY_GROUP_BYTES: usize = 4 << 20;
+
+/// How many of `entries` (at least one) go into the next store batch.
+fn apply_group_len(entries: &[openraft::alias::EntryOf<TypeConfig>]) -> usize {
+    let mut bytes = 0;
+    let mut n = 0;
+    for entry in entries.iter().take(APPLY_GROUP_ENTRIES) {
+        if let EntryPayload::Normal(r) = &entry.payload {
+            bytes += r.payload.len();
+        }
+        n += 1;
+        if bytes >= APPLY_GROUP_BYTES {
+            break;
+        }
+    }
+    n.max(1)
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
@@ -606,5 +645,40 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         tokio::task::spawn_blocking(move || store.sync()).await.map_err(io::Error::other)?.map_err(storage_io)?;
         tracing::debug!(meta = %view.meta, "snapshot point synced");
         Ok(openraft::alias::SnapshotOf::<TypeConfig, SnapshotData> { meta: view.meta.clone(), snapshot: SnapshotData::View(view) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::RaftRequest;
+
+    fn entry(index: u64, payload_bytes: usize) -> openraft::alias::EntryOf<TypeConfig> {
+        openraft::alias::EntryOf::<TypeConfig> {
+            log_id: openraft::testing::log_id::<TypeConfig>(1, 1, index),
+            payload: EntryPayload::Normal(RaftRequest { id: index, payload: vec![0; payload_bytes] }),
+        }
+    }
+
+    fn groups(entries: &[openraft::alias::EntryOf<TypeConfig>]) -> Vec<usize> {
+        let mut rest = entries;
+        let mut out = Vec::new();
+        while !rest.is_empty() {
+            let n = apply_group_len(rest);
+            out.push(n);
+            rest = &rest[n..];
+        }
+        out
+    }
+
+    #[test]
+    fn apply_groups_are_bounded_by_count_and_bytes() {
+        let small: Vec<_> = (1..=2500).map(|i| entry(i, 100)).collect();
+        assert_eq!(groups(&small), vec![APPLY_GROUP_ENTRIES, APPLY_GROUP_ENTRIES, 2500 - 2 * APPLY_GROUP_ENTRIES]);
+        let big: Vec<_> = (1..=10).map(|i| entry(i, 1 << 20)).collect();
+        assert_eq!(groups(&big), vec![4, 4, 2]);
+        // An entry above the byte bound still goes, alone.
+        let huge = vec![entry(1, APPLY_GROUP_BYTES + 1), entry(2, 10)];
+        assert_eq!(groups(&huge), vec![1, 1]);
     }
 }

@@ -4,17 +4,17 @@
 //! (create revision, mod revision, version) until compaction. Writes go
 //! through [`Store::apply`], a deterministic function of the request and the
 //! current state, which is why the same code serves the Raft state machine
-//! ([`Store::apply_entry`] wraps it) and the model-based tests. This crate knows nothing of gRPC
+//! ([`Store::apply_entries`] runs the same code) and the model-based tests. This crate knows nothing of gRPC
 //! or Raft; it speaks the etcd protobuf messages from `cairn-api` only.
 //!
 //! What the Raft state machine uses:
 //! - [`WriteRequest::encode`] / [`WriteRequest::decode`] (and the same on
 //!   [`WriteResponse`]): the deterministic bytes carried in log entries and
 //!   forwarded between members.
-//! - [`Store::apply_entry`]: applies a committed [`LogEntry`], skipping a
+//! - [`Store::apply_entries`]: applies committed [`LogEntry`]s, skipping a
 //!   request id already applied within [`DEDUP_WINDOW`] log indexes, and
 //!   stores the raft layer's opaque state ([`Store::raft_state`]) in the same
-//!   atomic batch as the data and the applied index.
+//!   atomic batch as the data and the applied index (one batch per call).
 //! - [`Store::snapshot_view`] → [`StoreSnapshot::write_to`]: a point-in-time
 //!   snapshot streamed with bounded memory; [`Store::restore`] installs one
 //!   atomically and crash-safely ([`Store::restore_interrupted`] reports a

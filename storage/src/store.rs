@@ -26,7 +26,7 @@ use cairn_api::etcdserverpb::{
 use cairn_api::mvccpb::{event::EventType, Event, KeyValue};
 use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 
-use crate::dedup::{Decision, Dedup};
+use crate::dedup::Dedup;
 use crate::engine::{Engine, Keyspace, MemEngine, Scan, WriteBatch};
 use crate::error::StorageError;
 use crate::index::TreeIndex;
@@ -34,7 +34,7 @@ use crate::lease::{self, LeaseChange, LeaseInfo, Leases};
 use crate::record::{seal, unseal, KvRecord, RecordKind};
 use crate::revision::Revision;
 use crate::snapshot::{read_snapshot, SnapshotSummary, StoreSnapshot};
-use crate::txn::{collect_range, fetch_records, finish_range, header, plan_range, WriteTxn};
+use crate::txn::{collect_range, fetch_records, finish_range, header, plan_range, WriteTxn, Written};
 
 const META_APPLIED: &[u8] = b"applied";
 const META_COMPACT_SCHEDULED: &[u8] = b"compact_scheduled";
@@ -109,23 +109,20 @@ pub struct Applied {
 }
 
 /// One committed Raft log entry, as the state machine hands it to
-/// [`Store::apply_entry`].
+/// [`Store::apply_entries`].
 #[derive(Clone, Copy, Debug)]
 pub struct LogEntry<'a> {
-    /// The entry's log index; must be above the applied index.
+    /// The entry's log index; must be above the applied index (and above the
+    /// previous entry's in the same call).
     pub index: u64,
     /// The proposer's request id; 0 = none (never deduplicated).
     pub request_id: u64,
     /// `None` for entries without a request (blank, membership): only the
-    /// applied index and `raft_state` advance.
+    /// applied index advances.
     pub request: Option<&'a WriteRequest>,
-    /// Opaque to the store (the raft layer keeps its applied log id and
-    /// membership here); stored in the entry's batch, so it always matches
-    /// the applied index, also in snapshots.
-    pub raft_state: &'a [u8],
 }
 
-/// What [`Store::apply_entry`] did with an entry.
+/// What [`Store::apply_entries`] did with an entry.
 #[derive(Clone, Debug, PartialEq)]
 pub enum EntryOutcome {
     /// The request was applied (possibly with a request error in `result`).
@@ -410,8 +407,13 @@ impl Store {
 
     /// Writes a batch; a failure poisons the store, since memory may already
     /// reflect the batch.
+    /// Marks the store failed: memory may be ahead of the engine.
+    fn poison(&self) {
+        self.failed.store(true, AtomicOrdering::Release);
+    }
+
     fn write_or_poison(&self, batch: WriteBatch, sync: bool) -> Result<(), StorageError> {
-        self.engine.write(batch, sync).inspect_err(|_| self.failed.store(true, AtomicOrdering::Release))
+        self.engine.write(batch, sync).inspect_err(|_| self.poison())
     }
 
     pub fn current_revision(&self) -> i64 {
@@ -426,7 +428,7 @@ impl Store {
         self.state.read().applied_index
     }
 
-    /// The blob last stored by [`Store::apply_entry`] or a restore; `None`
+    /// The blob last stored by [`Store::apply_entries`] or a restore; `None`
     /// if there never was one.
     pub fn raft_state(&self) -> Option<Vec<u8>> {
         self.state.read().raft_state.clone()
@@ -617,11 +619,20 @@ impl Store {
         self.engine.compact_files()
     }
 
-    /// Runs `req` against `st` at the current revision, adding its records to
-    /// `batch`. The index already holds the new revisions, invisible until
-    /// the caller publishes the revision after the batch is durable.
-    fn execute(&self, st: &mut State, req: &WriteRequest, batch: &mut WriteBatch) -> Result<Executed, StorageError> {
-        let begin = st.rev;
+    /// Runs `req` against `st` at revision `begin` (the published revision,
+    /// or the last one written by an earlier request of the same batch),
+    /// adding its records to `batch` and to `written`, which holds those of
+    /// the batch's earlier requests (not in the engine yet). The index
+    /// already holds the new revisions, invisible until the caller publishes
+    /// the revision after the batch is durable.
+    fn execute(
+        &self,
+        st: &mut State,
+        begin: i64,
+        written: &mut Written,
+        req: &WriteRequest,
+        batch: &mut WriteBatch,
+    ) -> Result<Executed, StorageError> {
         let compacted = st.compacted;
         if let WriteRequest::Compact(c) = req {
             let mut compaction = None;
@@ -681,7 +692,7 @@ impl Store {
             }
             _ => {}
         }
-        let mut txn = WriteTxn::new(&*self.engine, &mut st.index, &st.leases, begin, compacted);
+        let mut txn = WriteTxn::new(&*self.engine, written, &mut st.index, &st.leases, begin, compacted);
         let result = match req {
             WriteRequest::Put(r) => txn.put(r).map(WriteResponse::Put),
             WriteRequest::DeleteRange(r) => txn.delete_range(r).map(WriteResponse::DeleteRange),
@@ -696,7 +707,7 @@ impl Store {
             }
         };
         if matches!(&result, Err(e) if e.is_fatal()) {
-            self.failed.store(true, AtomicOrdering::Release);
+            self.poison();
             return Err(result.unwrap_err());
         }
         let rev = txn.rev();
@@ -704,7 +715,7 @@ impl Store {
         if let (Err(e), false) = (&result, changes.is_empty()) {
             // Every request error is found before the first write; one
             // after it would leave the index half-changed.
-            self.failed.store(true, AtomicOrdering::Release);
+            self.poison();
             return Err(StorageError::Internal(format!("request failed after writing: {e}")));
         }
         // Attachment changes go first, so a revoke's lease has no keys left
@@ -714,6 +725,7 @@ impl Store {
             let lease = if rec.kind == RecordKind::Put { rec.kv.lease } else { 0 };
             lease_changes.push(LeaseChange::Attach { key: rec.kv.key.clone(), lease });
             batch.put(Keyspace::Kv, rev.to_key().to_vec(), rec.encode(rev));
+            written.insert(rev, rec.kv);
         }
         lease_changes.extend(detach_then_revoke);
         Ok(Executed { result, rev, events, compaction: None, lease_changes })
@@ -734,7 +746,8 @@ impl Store {
         let ex = {
             let mut st = self.state.write();
             Self::check_index(&st, index);
-            self.execute(&mut st, req, &mut batch)?
+            let begin = st.rev;
+            self.execute(&mut st, begin, &mut Written::default(), req, &mut batch)?
         };
         meta_put(&mut batch, META_APPLIED, &[index as i64, ex.rev]);
         self.write_or_poison(batch, self.sync_writes)?;
@@ -750,55 +763,71 @@ impl Store {
         Ok(Applied { result: ex.result, revision: ex.rev, events: ex.events })
     }
 
-    /// Applies a committed Raft log entry: its request unless the request id
-    /// was applied within the last [`crate::DEDUP_WINDOW`] indexes, the id
-    /// record, the dedup window's eviction, `index` and `raft_state`, all in
-    /// one atomic batch. Whether an entry is a duplicate depends only on
-    /// replicated indexes and ids, so all members decide alike. A request
-    /// that fails with a request error still counts as applied for dedup.
-    /// An `Err` is fatal for the member.
-    pub fn apply_entry(&self, entry: &LogEntry<'_>) -> Result<EntryOutcome, StorageError> {
+    /// Applies committed Raft log entries, in order, as one atomic batch: for
+    /// each, its request unless the request id was applied within the last
+    /// [`crate::DEDUP_WINDOW`] indexes, and its id record and the dedup
+    /// window's eviction; then the last entry's index and `raft_state`. One
+    /// engine write for the lot (rather than one per entry) is what keeps
+    /// apply cheap under many small writes; after a crash the entries are
+    /// either all applied or none, and the raft log replays them.
+    ///
+    /// Whether an entry is a duplicate depends only on replicated indexes and
+    /// ids, so all members decide alike. A request that fails with a request
+    /// error still counts as applied for dedup. An `Err` is fatal for the
+    /// member: the store is poisoned.
+    pub fn apply_entries(&self, entries: &[LogEntry<'_>], raft_state: &[u8]) -> Result<Vec<EntryOutcome>, StorageError> {
         let _writer = self.apply_lock.lock();
         self.check_writable()?;
-        let mut batch = WriteBatch::default();
-        let (decision, record, mut executed, rev) = {
-            let mut st = self.state.write();
-            Self::check_index(&st, entry.index);
-            let decision: Decision = st.dedup.decide(entry.index, entry.request_id);
-            match (entry.request, decision.duplicate_of) {
-                (Some(req), None) => {
-                    let ex = self.execute(&mut st, req, &mut batch)?;
-                    let record = (entry.request_id != 0).then_some(entry.request_id);
-                    let rev = ex.rev;
-                    (decision, record, Some(ex), rev)
-                }
-                _ => (decision, None, None, st.rev),
-            }
+        let Some(last) = entries.last() else {
+            return Ok(Vec::new());
         };
-        Dedup::write(&mut batch, &decision, entry.index, record);
-        meta_put(&mut batch, META_APPLIED, &[entry.index as i64, rev]);
-        batch.put(Keyspace::Meta, META_RAFT_STATE.to_vec(), seal(META_RAFT_STATE, entry.raft_state));
+        let mut batch = WriteBatch::default();
+        let mut written = Written::default();
+        let mut outcomes = Vec::with_capacity(entries.len());
+        let mut compactions = Vec::new();
+        let (mut rev, mut prev_index) = {
+            let st = self.state.read();
+            (st.rev, st.applied_index)
+        };
+        for entry in entries {
+            assert!(entry.index > prev_index, "apply index {} not above applied index {prev_index}", entry.index);
+            prev_index = entry.index;
+            // Locked per entry, not per batch, so readers wait for one
+            // request's execution at most. They see nothing of the batch
+            // until its revision is published below.
+            let mut st = self.state.write();
+            let decision = st.dedup.decide(entry.index, entry.request_id);
+            let outcome = match (entry.request, decision.duplicate_of) {
+                (Some(req), None) => {
+                    let ex = self.execute(&mut st, rev, &mut written, req, &mut batch).inspect_err(|_| self.poison())?;
+                    rev = ex.rev;
+                    st.leases.apply(ex.lease_changes);
+                    compactions.extend(ex.compaction);
+                    EntryOutcome::Applied(Applied { result: ex.result, revision: ex.rev, events: ex.events })
+                }
+                (Some(_), Some(first_index)) => EntryOutcome::Duplicate { first_index },
+                (None, _) => EntryOutcome::NoRequest,
+            };
+            let record = matches!(outcome, EntryOutcome::Applied(_)).then_some(entry.request_id).filter(|id| *id != 0);
+            Dedup::write(&mut batch, &decision, entry.index, record);
+            // Later entries of the batch must see this one's id; if the
+            // batch fails, the store is poisoned and memory no longer matters.
+            st.dedup.commit(&decision, entry.index, record);
+            outcomes.push(outcome);
+        }
+        meta_put(&mut batch, META_APPLIED, &[last.index as i64, rev]);
+        batch.put(Keyspace::Meta, META_RAFT_STATE.to_vec(), seal(META_RAFT_STATE, raft_state));
         self.write_or_poison(batch, self.sync_writes)?;
         {
             let mut st = self.state.write();
             st.rev = rev;
-            st.applied_index = entry.index;
-            st.dedup.commit(&decision, entry.index, record);
-            st.raft_state = Some(entry.raft_state.to_vec());
-            if let Some(ex) = executed.as_mut() {
-                st.leases.apply(std::mem::take(&mut ex.lease_changes));
-            }
+            st.applied_index = last.index;
+            st.raft_state = Some(raft_state.to_vec());
         }
-        Ok(match (executed, decision.duplicate_of) {
-            (Some(ex), _) => {
-                if let Some((rev, keep)) = ex.compaction {
-                    self.compactor.schedule(rev, keep);
-                }
-                EntryOutcome::Applied(Applied { result: ex.result, revision: ex.rev, events: ex.events })
-            }
-            (None, Some(first_index)) if entry.request.is_some() => EntryOutcome::Duplicate { first_index },
-            (None, _) => EntryOutcome::NoRequest,
-        })
+        for (rev, keep) in compactions {
+            self.compactor.schedule(rev, keep);
+        }
+        Ok(outcomes)
     }
 
     /// A view of the store exactly at the current applied index, for
@@ -856,7 +885,7 @@ impl Store {
         self.interrupted.store(true, AtomicOrdering::Release);
         self.write_or_poison(wipe_batch(), true)?;
         let result = self.restore_stream(r).and_then(|summary| {
-            let loaded = load(&*self.engine).inspect_err(|_| self.failed.store(true, AtomicOrdering::Release))?;
+            let loaded = load(&*self.engine).inspect_err(|_| self.poison())?;
             Ok((summary, loaded))
         });
         let (summary, loaded) = match result {
@@ -867,7 +896,7 @@ impl Store {
                 // Drop the records written so far, so the engine holds what
                 // memory says: nothing.
                 self.write_or_poison(wipe_batch(), true)?;
-                let empty = load(&*self.engine).inspect_err(|_| self.failed.store(true, AtomicOrdering::Release))?;
+                let empty = load(&*self.engine).inspect_err(|_| self.poison())?;
                 *self.state.write() = empty.state;
                 self.compactor.reset(empty.finished, None);
                 return Err(e);
@@ -1326,7 +1355,7 @@ mod tests {
     fn apply_entry_publishes_lease_changes() {
         let store = Store::open(Arc::new(MemEngine::new()), cfg()).unwrap();
         let entry = |index: u64, id: u64, req: &WriteRequest| {
-            store.apply_entry(&LogEntry { index, request_id: id, request: Some(req), raft_state: b"s" }).unwrap()
+            store.apply_entries(&[LogEntry { index, request_id: id, request: Some(req) }], b"s").unwrap().remove(0)
         };
         assert!(matches!(entry(1, 11, &grant(5, 10)), EntryOutcome::Applied(Applied { result: Ok(_), .. })));
         assert_eq!(entry(2, 11, &grant(5, 10)), EntryOutcome::Duplicate { first_index: 1 });
@@ -1338,10 +1367,29 @@ mod tests {
         };
         assert_eq!((r.revision, r.events.len()), (4, 2));
         assert_eq!(store.lease(5), None);
-        let blank = LogEntry { index: 6, request_id: 0, request: None, raft_state: b"s" };
-        assert_eq!(store.apply_entry(&blank).unwrap(), EntryOutcome::NoRequest);
+        let blank = LogEntry { index: 6, request_id: 0, request: None };
+        assert_eq!(store.apply_entries(&[blank], b"s").unwrap(), vec![EntryOutcome::NoRequest]);
         assert!(store.leases().is_empty());
         assert_eq!(get(&store, "a", 0).unwrap().kvs, vec![]);
+
+        // In one batch, later entries see the lease an earlier one granted,
+        // and the revoke sees the keys attached in between.
+        let (grant7, put_c, revoke7) =
+            (grant(7, 10), put_leased("c", 7), WriteRequest::LeaseRevoke(LeaseRevokeRequest { id: 7 }));
+        let batch = [
+            LogEntry { index: 7, request_id: 21, request: Some(&grant7) },
+            LogEntry { index: 8, request_id: 22, request: Some(&put_c) },
+            LogEntry { index: 9, request_id: 21, request: Some(&grant7) },
+            LogEntry { index: 10, request_id: 23, request: Some(&revoke7) },
+        ];
+        let out = store.apply_entries(&batch, b"s").unwrap();
+        assert!(matches!(&out[1], EntryOutcome::Applied(Applied { result: Ok(_), .. })), "{out:?}");
+        assert_eq!(out[2], EntryOutcome::Duplicate { first_index: 7 });
+        let EntryOutcome::Applied(r) = &out[3] else { panic!("not applied: {out:?}") };
+        assert_eq!((r.revision, r.events.len()), (6, 1), "the revoke deletes the key put in the same batch");
+        assert_eq!(get(&store, "c", 5).unwrap().kvs.len(), 1);
+        assert_eq!(get(&store, "c", 0).unwrap().kvs, vec![]);
+        assert!(store.leases().is_empty());
     }
 
     /// A live key naming a lease without a record cannot come from applying

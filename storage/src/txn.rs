@@ -6,6 +6,7 @@
 //! revision, after the batch is durable.
 
 use std::cmp::Ordering;
+use std::collections::HashMap;
 
 use cairn_api::etcdserverpb::{
     compare::{CompareResult, CompareTarget, TargetUnion},
@@ -155,8 +156,13 @@ struct TxnPath {
     nested: Vec<TxnPath>,
 }
 
+/// Records written by earlier requests of a batch that is not in the engine
+/// yet: a later request of the batch reads them from here.
+pub(crate) type Written = HashMap<Revision, KeyValue>;
+
 pub(crate) struct WriteTxn<'a> {
     engine: &'a dyn Engine,
+    written: &'a Written,
     index: &'a mut TreeIndex,
     /// The leases as of `begin` (no request both changes leases and puts).
     leases: &'a Leases,
@@ -171,12 +177,13 @@ pub(crate) struct WriteTxn<'a> {
 impl<'a> WriteTxn<'a> {
     pub fn new(
         engine: &'a dyn Engine,
+        written: &'a Written,
         index: &'a mut TreeIndex,
         leases: &'a Leases,
         begin: i64,
         compacted: i64,
     ) -> Self {
-        Self { engine, index, leases, begin, compacted, changes: Vec::new(), events: Vec::new() }
+        Self { engine, written, index, leases, begin, compacted, changes: Vec::new(), events: Vec::new() }
     }
 
     /// The revision reads inside this txn see: its own writes once it has any.
@@ -201,12 +208,15 @@ impl<'a> WriteTxn<'a> {
 
     fn fetch(&self, revs: &[Revision]) -> Result<Vec<KeyValue>, StorageError> {
         let pending = self.begin + 1;
-        let stored: Vec<Revision> = revs.iter().copied().filter(|r| r.main != pending).collect();
+        let in_memory = |r: &Revision| r.main == pending || self.written.contains_key(r);
+        let stored: Vec<Revision> = revs.iter().copied().filter(|r| !in_memory(r)).collect();
         let mut from_engine = fetch_records(self.engine, &stored)?.into_iter();
         revs.iter()
             .map(|r| {
                 if r.main == pending {
                     Ok(self.changes[r.sub as usize].kv.clone())
+                } else if let Some(kv) = self.written.get(r) {
+                    Ok(kv.clone())
                 } else {
                     from_engine.next().flatten().ok_or_else(|| {
                         StorageError::Corruption(format!("index names revision {r:?} but no record is stored"))
