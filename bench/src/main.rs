@@ -14,6 +14,7 @@ mod conn;
 mod driver;
 mod duration;
 mod keys;
+mod null_server;
 mod report;
 mod stats;
 mod workload;
@@ -86,6 +87,8 @@ enum Cmd {
     LeaseKeepalive(workload::lease::LeaseArgs),
     /// Start a 3-member etcd and a 3-member Cairn cluster, run every workload against both, report side by side
     Compare(compare::CompareArgs),
+    /// Serve etcd's KV Put doing nothing: what the gRPC transport alone costs
+    NullServer(null_server::NullServerArgs),
 }
 
 #[tokio::main]
@@ -96,6 +99,9 @@ async fn main() -> anyhow::Result<()> {
         // Awaited here, on the main thread, not spawned: the servers and
         // benchmark runs it starts die with the thread that spawned them.
         return compare::run(a, c.seed).await;
+    }
+    if let Cmd::NullServer(a) = &cli.cmd {
+        return null_server::run(a).await;
     }
     if c.conns == 0 || c.clients == 0 {
         bail!("--conns and --clients must be at least 1");
@@ -122,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::TxnPut(a) => workload::txn::run(&ctx, a).await,
         Cmd::Watch(a) => workload::watch::run(&ctx, a).await,
         Cmd::LeaseKeepalive(a) => workload::lease::run(&ctx, a).await,
-        Cmd::Compare(_) => unreachable!("handled before connecting"),
+        Cmd::Compare(_) | Cmd::NullServer(_) => unreachable!("handled before connecting"),
     }
     .context("benchmark setup failed")?;
 
