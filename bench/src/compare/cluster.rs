@@ -13,7 +13,7 @@ use cairn_api::etcdserverpb::{RangeRequest, StatusRequest};
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::sys::{dir_size, rss_bytes, DirSize};
+use super::sys::{dir_size, process_cpu, rss_bytes, CpuTime, DirSize};
 use crate::keys::prefix_range_end;
 
 /// Which server a cluster runs.
@@ -206,6 +206,11 @@ impl Cluster {
             bail!("{} members do not agree on a leader: {ids:?}", self.kind);
         }
         ids.iter().position(|(id, _)| *id == leader).ok_or_else(|| anyhow!("the leader {leader:x} is not a member"))
+    }
+
+    /// The CPU time all members have used so far. `None` if any is gone.
+    pub fn cpu(&self) -> Option<CpuTime> {
+        self.members.iter().try_fold(CpuTime::default(), |sum, m| Some(sum.plus(process_cpu(m.child.id())?)))
     }
 
     /// Every member's RSS, data-dir size and reported database size.

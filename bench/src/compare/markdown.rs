@@ -136,6 +136,8 @@ pub fn render(c: &Comparison) -> String {
     ));
     writeln!(s, "\n![throughput and latency, Cairn beside etcd](compare.svg)\n").unwrap();
 
+    render_cpu(&mut s, c);
+
     writeln!(s, "## Workloads\n").unwrap();
     for w in &c.workloads {
         writeln!(s, "### {}\n", w.title).unwrap();
@@ -194,6 +196,48 @@ pub fn render(c: &Comparison) -> String {
         .collect();
     s.push_str(&table(&["target", "etcd", "Cairn", "Cairn/etcd", "goal", ""], &[L, R, R, R, L, L], &rows));
     s
+}
+
+/// CPU per operation, and the rate it allows on this machine.
+fn render_cpu(s: &mut String, c: &Comparison) {
+    writeln!(s, "## CPU per operation\n").unwrap();
+    let cores = c.meta.machine.cores.max(1);
+    writeln!(
+        s,
+        "Servers: the user and system CPU time of all three members over the run; client: the `cairn-bench` \
+         process that drove it; both divided by the operations the run counted (delivered events for watch). \
+         Servers and client share the machine's {cores} cores, so a run can go no faster than the ceiling, \
+         {cores} CPU-seconds per second divided by their sum; a rate near it is bound by CPU.\n"
+    )
+    .unwrap();
+    let us = |x: f64| if x < 10.0 { format!("{x:.1} µs") } else { format!("{x:.0} µs") };
+    let rows: Vec<Vec<String>> = c
+        .workloads
+        .iter()
+        .map(|w| {
+            let (e, k) = (w.etcd.cpu_us_per_op(), w.cairn.cpu_us_per_op());
+            let cell = |v: Option<(f64, f64)>, pick: fn((f64, f64)) -> f64| v.map_or("–".into(), |v| us(pick(v)));
+            let ceiling =
+                |v: Option<(f64, f64)>| v.map_or("–".into(), |(m, cl)| fmt_rate(cores as f64 * 1e6 / (m + cl)));
+            vec![
+                w.title.clone(),
+                cell(e, |v| v.0),
+                cell(k, |v| v.0),
+                fmt_ratio(e.zip(k).and_then(|(e, k)| ratio(k.0, e.0))),
+                cell(e, |v| v.1),
+                cell(k, |v| v.1),
+                ceiling(e),
+                ceiling(k),
+            ]
+        })
+        .collect();
+    use Align::{Left as L, Right as R};
+    s.push_str(&table(
+        &["workload", "etcd servers", "Cairn servers", "Cairn/etcd", "etcd client", "Cairn client", "etcd ceiling", "Cairn ceiling"],
+        &[L, R, R, R, R, R, R, R],
+        &rows,
+    ));
+    writeln!(s).unwrap();
 }
 
 fn render_load(s: &mut String, c: &Comparison) {
@@ -309,6 +353,7 @@ mod tests {
         for h in [
             "# Cairn vs etcd",
             "## Summary",
+            "## CPU per operation",
             "## Workloads",
             "## Resources after a load",
             "## etcdctl check perf",
@@ -349,6 +394,30 @@ mod tests {
                 .collect();
             assert!(widths.windows(2).all(|w| w[0] == w[1]), "{block}");
         }
+    }
+
+    #[test]
+    fn cpu_per_operation_and_the_ceiling_it_allows() {
+        use crate::compare::results::RunCpu;
+        use crate::compare::sys::CpuTime;
+        let mut c = sample();
+        let cpu = |members: (f64, f64), client: (f64, f64)| {
+            Some(RunCpu {
+                members: CpuTime { user_s: members.0, sys_s: members.1 },
+                client: CpuTime { user_s: client.0, sys_s: client.1 },
+            })
+        };
+        let w = c.workloads.iter_mut().find(|w| w.id == "put-1000").unwrap();
+        // 1,000 operations each: 180 + 50 µs and 150 + 50 µs per operation.
+        w.etcd.cpu = cpu((0.14, 0.04), (0.04, 0.01));
+        w.cairn.cpu = cpu((0.10, 0.05), (0.03, 0.02));
+        let md = render(&c);
+        assert!(
+            md.contains("| put-1000 title | 180 µs | 150 µs | 0.83× | 50 µs | 50 µs | 8,696 | 10,000 |"),
+            "{md}"
+        );
+        assert!(md.contains("| put-1 title | – | – | – | – | – | – | – |"), "{md}");
+        assert!(md.contains("share the machine's 2 cores"), "{md}");
     }
 
     #[test]

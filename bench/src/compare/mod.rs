@@ -23,7 +23,7 @@ use anyhow::{bail, Context};
 use serde_json::Value;
 
 use self::cluster::{die_with_parent, Cluster, Kind, Settings};
-use self::results::{CheckPerf, Comparison, Figures, LoadResult, Meta, Metric, Run, Versions, WorkloadResult};
+use self::results::{CheckPerf, Comparison, Figures, LoadResult, Meta, Metric, Run, RunCpu, Versions, WorkloadResult};
 use self::sys::Machine;
 use crate::duration::parse_duration;
 
@@ -344,22 +344,28 @@ impl Bench {
         if let Some(s) = self.seed {
             cmd.arg("--seed").arg(s.to_string());
         }
-        match output(cmd, timeout).await {
-            Err(e) => Run { figures: None, error: Some(format!("{e:#}")), report: None },
-            Ok(out) if !out.status.success() => Run {
-                figures: None,
-                error: Some(format!("{}: {}", out.status, last_lines(&out.stderr, 3))),
-                report: None,
-            },
+        let before = (c.cpu(), sys::finished_children_cpu());
+        let out = output(cmd, timeout).await;
+        let cpu = match (before, c.cpu()) {
+            ((Some(members), client), Some(members_now)) => Some(RunCpu {
+                members: members_now.since(members),
+                client: sys::finished_children_cpu().since(client),
+            }),
+            _ => None,
+        };
+        let failed = |error: String| Run { figures: None, error: Some(error), report: None, cpu };
+        match out {
+            Err(e) => failed(format!("{e:#}")),
+            Ok(out) if !out.status.success() => failed(format!("{}: {}", out.status, last_lines(&out.stderr, 3))),
             Ok(out) => {
                 let stdout = String::from_utf8_lossy(&out.stdout);
                 match serde_json::from_str::<Value>(stdout.trim()) {
                     Ok(report) => {
                         let figures = Figures::from_report(&report, metric);
                         let error = figures.is_none().then(|| "the report lacks the expected fields".to_string());
-                        Run { figures, error, report: Some(report) }
+                        Run { figures, error, report: Some(report), cpu }
                     }
-                    Err(e) => Run { figures: None, error: Some(format!("unreadable report: {e}")), report: None },
+                    Err(e) => failed(format!("unreadable report: {e}")),
                 }
             }
         }

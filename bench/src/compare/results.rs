@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::cluster::{Kind, MemberUsage, Settings};
-use super::sys::Machine;
+use super::sys::{CpuTime, Machine};
 
 /// Which figures of a benchmark report a workload is judged by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -76,6 +76,30 @@ pub struct Run {
     pub error: Option<String>,
     /// The tool's whole JSON report.
     pub report: Option<Value>,
+    /// CPU time used during the run (warm-up included, as the report's
+    /// counts are not).
+    pub cpu: Option<RunCpu>,
+}
+
+/// CPU time a run cost: the cluster's members together, and the
+/// `cairn-bench` process that drove it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RunCpu {
+    pub members: CpuTime,
+    pub client: CpuTime,
+}
+
+impl Run {
+    /// Microseconds of CPU per counted operation (per delivered event for
+    /// watch): (members, client).
+    pub fn cpu_us_per_op(&self) -> Option<(f64, f64)> {
+        let (cpu, f) = (self.cpu?, self.figures?);
+        if f.ok == 0 {
+            return None;
+        }
+        let per_op = |t: CpuTime| t.total_s() * 1e6 / f.ok as f64;
+        Some((per_op(cpu.members), per_op(cpu.client)))
+    }
 }
 
 /// A workload, run once against each cluster.
@@ -397,7 +421,7 @@ pub mod tests {
     }
 
     fn run(f: Option<Figures>) -> Run {
-        Run { figures: f, error: f.is_none().then(|| "exited with 1".into()), report: None }
+        Run { figures: f, error: f.is_none().then(|| "exited with 1".into()), report: None, cpu: None }
     }
 
     pub fn workload(id: &str, metric: Metric, etcd: Option<Figures>, cairn: Option<Figures>) -> WorkloadResult {

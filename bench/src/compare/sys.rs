@@ -1,6 +1,7 @@
 //! What the comparison reads from the operating system: the machine it ran
-//! on (for the report's header), a server's resident memory, and how much a
-//! data directory holds.
+//! on (for the report's header), a server's resident memory and CPU time,
+//! the CPU time of finished child processes, and how much a data directory
+//! holds.
 
 use std::path::Path;
 
@@ -79,6 +80,60 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     kib_field(&status, "VmRSS:")
 }
 
+/// CPU time spent in user space and in the kernel, in seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct CpuTime {
+    pub user_s: f64,
+    pub sys_s: f64,
+}
+
+impl CpuTime {
+    pub fn total_s(self) -> f64 {
+        self.user_s + self.sys_s
+    }
+
+    /// `self - earlier`, never negative.
+    pub fn since(self, earlier: CpuTime) -> CpuTime {
+        CpuTime { user_s: (self.user_s - earlier.user_s).max(0.0), sys_s: (self.sys_s - earlier.sys_s).max(0.0) }
+    }
+
+    pub fn plus(self, other: CpuTime) -> CpuTime {
+        CpuTime { user_s: self.user_s + other.user_s, sys_s: self.sys_s + other.sys_s }
+    }
+}
+
+/// The CPU time process `pid` has used so far (all its threads). `None` if
+/// it is gone.
+pub fn process_cpu(pid: u32) -> Option<CpuTime> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    parse_stat_cpu(&stat, if ticks > 0 { ticks as f64 } else { 100.0 })
+}
+
+/// utime and stime (fields 14 and 15) of a /proc/PID/stat line. The command
+/// name (field 2) may hold spaces and parentheses, so fields are counted
+/// from the last `)`.
+pub fn parse_stat_cpu(stat: &str, ticks_per_s: f64) -> Option<CpuTime> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let sys: u64 = fields.next()?.parse().ok()?;
+    Some(CpuTime { user_s: user as f64 / ticks_per_s, sys_s: sys as f64 / ticks_per_s })
+}
+
+/// The CPU time of every child process that has ended and been waited for
+/// (`RUSAGE_CHILDREN`). Its growth over a benchmark run is the run's.
+pub fn finished_children_cpu() -> CpuTime {
+    // SAFETY: getrusage writes into the zeroed struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut u) } != 0 {
+        return CpuTime::default();
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    CpuTime { user_s: secs(u.ru_utime), sys_s: secs(u.ru_stime) }
+}
+
 /// What a directory tree holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct DirSize {
@@ -154,6 +209,30 @@ mod tests {
     fn rss_of_this_process_is_known() {
         let rss = rss_bytes(std::process::id()).expect("VmRSS of this process");
         assert!(rss > 1 << 20, "{rss}");
+    }
+
+    #[test]
+    fn stat_cpu_fields_after_the_command_name() {
+        let line = "4242 (tokio (rt) x) S 1 4242 4242 0 -1 4194560 500 0 0 0 250 75 0 0 20 0 9 0 100 1000 50";
+        assert_eq!(parse_stat_cpu(line, 100.0), Some(CpuTime { user_s: 2.5, sys_s: 0.75 }));
+        assert_eq!(parse_stat_cpu("4242 (x) S 1", 100.0), None);
+    }
+
+    #[test]
+    fn this_process_and_its_finished_children_use_cpu() {
+        let before = finished_children_cpu();
+        let status = std::process::Command::new("sh").args(["-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done"]).status();
+        assert!(status.unwrap().success());
+        assert!(finished_children_cpu().since(before).total_s() > 0.0);
+        // The kernel counts in clock ticks: spin until one is ours.
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while process_cpu(std::process::id()).unwrap().total_s() == 0.0 {
+            assert!(start.elapsed() < std::time::Duration::from_secs(10), "no CPU time counted");
+            for i in 0..1_000_000u64 {
+                x = std::hint::black_box(x.wrapping_add(i));
+            }
+        }
     }
 
     #[test]
