@@ -10,12 +10,11 @@
 //! id and the last membership ([`SmState`], stored as the store's opaque
 //! `raft_state`) are one atomic RocksDB batch. So a restart neither skips nor
 //! re-applies an entry: after a crash the store holds a prefix of its
-//! batches, and its
-//! `applied_state` tells openraft exactly where to resume. The store does not
-//! fsync these batches: the Raft log is already durable on a quorum, and
-//! openraft re-applies committed entries after the store's applied id on
-//! start-up (or installs the current snapshot when the log behind it was
-//! purged).
+//! batches, and its `applied_state` tells openraft exactly where to resume.
+//! The store does not fsync these batches: the Raft log is already durable
+//! on a quorum, and openraft re-applies committed entries after the store's
+//! applied id on start-up (or installs the current snapshot when the log
+//! behind it was purged).
 //!
 //! Requests carry a proposer-chosen id. The store remembers ids over a window
 //! of log indexes and skips a repeat, so a write the proposer retried after a
@@ -494,7 +493,8 @@ impl StateMachine {
 pub const APPLY_GROUP_ENTRIES: usize = 1024;
 pub const APPLY_GROUP_BYTES: usize = 4 << 20;
 
-/// How many of `entries` (at least one) go into the next store batch.
+/// How many of `entries` go into the next store batch: at least one (an
+/// entry above the byte bound goes alone), at most the bounds allow.
 fn apply_group_len(entries: &[openraft::alias::EntryOf<TypeConfig>]) -> usize {
     let mut bytes = 0;
     let mut n = 0;
@@ -507,7 +507,7 @@ fn apply_group_len(entries: &[openraft::alias::EntryOf<TypeConfig>]) -> usize {
             break;
         }
     }
-    n.max(1)
+    n
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {

@@ -405,13 +405,13 @@ impl Store {
         Ok(())
     }
 
-    /// Writes a batch; a failure poisons the store, since memory may already
-    /// reflect the batch.
     /// Marks the store failed: memory may be ahead of the engine.
     fn poison(&self) {
         self.failed.store(true, AtomicOrdering::Release);
     }
 
+    /// Writes a batch; a failure poisons the store, since memory may already
+    /// reflect the batch.
     fn write_or_poison(&self, batch: WriteBatch, sync: bool) -> Result<(), StorageError> {
         self.engine.write(batch, sync).inspect_err(|_| self.poison())
     }
@@ -1352,7 +1352,7 @@ mod tests {
     /// The Raft path publishes lease changes like `apply` does, and a
     /// duplicate entry changes no lease.
     #[test]
-    fn apply_entry_publishes_lease_changes() {
+    fn apply_entries_publishes_lease_changes() {
         let store = Store::open(Arc::new(MemEngine::new()), cfg()).unwrap();
         let entry = |index: u64, id: u64, req: &WriteRequest| {
             store.apply_entries(&[LogEntry { index, request_id: id, request: Some(req) }], b"s").unwrap().remove(0)

@@ -158,8 +158,7 @@ fn workload(store: &Store, rng: &mut Rng, first_index: u64, entries: u64) -> u64
 fn workload_log(store: &Store, rng: &mut Rng, first_index: u64, entries: u64) -> Vec<Logged> {
     let mut log = Vec::new();
     let key = |rng: &mut Rng| format!("k{:02}", rng.below(24));
-    let mut index = first_index;
-    for n in 0..entries {
+    for (n, index) in (0..entries).zip(first_index..) {
         let req = match rng.below(20) {
             0..=9 => Some(put(&key(rng), &format!("v{n}"))),
             10..=11 => {
@@ -194,7 +193,6 @@ fn workload_log(store: &Store, rng: &mut Rng, first_index: u64, entries: u64) ->
         };
         let outcome = entry(store, index, id, req.as_ref());
         log.push(Logged { index, id, req, outcome });
-        index += 1;
     }
     log
 }
