@@ -501,7 +501,8 @@ impl Store {
             let st = self.state.read();
             (st.index.clone(), st.leases.clone(), st.rev, st.compacted)
         };
-        let mut txn = WriteTxn::new(&*self.engine, &mut index, &leases, rev, compacted);
+        let nothing_pending = Written::default();
+        let mut txn = WriteTxn::new(&*self.engine, &nothing_pending, &mut index, &leases, rev, compacted);
         match req {
             WriteRequest::Put(r) => txn.put(r).map(WriteResponse::Put),
             WriteRequest::DeleteRange(r) => txn.delete_range(r).map(WriteResponse::DeleteRange),
