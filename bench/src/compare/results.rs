@@ -76,8 +76,8 @@ pub struct Run {
     pub error: Option<String>,
     /// The tool's whole JSON report.
     pub report: Option<Value>,
-    /// CPU time used during the run (warm-up included, as the report's
-    /// counts are not).
+    /// CPU time used over the whole run, the client's start-up included
+    /// (which the report's counts leave out); `None` if a member was gone.
     pub cpu: Option<RunCpu>,
 }
 
