@@ -29,7 +29,11 @@ pub struct SuiteEntry {
 
 /// What CI runs: every workload with a checker, under the faults that
 /// matter to it, each history long enough for ≥ 10,000 operations and
-/// ≥ 10 faults at this machine's throughput.
+/// ≥ 10 faults at this machine's throughput. The fault plan depends only on
+/// the seed: over 5,000 seeds, 45 s at a 2.5 s interval planned as few as 8
+/// pauses and partitions (1 seed in 100 fewer than 10), at 1.5 s never
+/// fewer than 13. (Injected faults can be fewer than planned: the lease
+/// run that had 8 at 2.5 s had 11 at 1.5 s.)
 pub fn ci_entries() -> Vec<SuiteEntry> {
     let entry = |name, args: &[&str], min_ops, min_faults| SuiteEntry {
         name,
@@ -63,7 +67,7 @@ pub fn ci_entries() -> Vec<SuiteEntry> {
                 "--time-limit",
                 "45s",
                 "--nemesis-interval",
-                "2.5s",
+                "1.5s",
             ],
             10_000,
             10,
@@ -78,7 +82,7 @@ pub fn ci_entries() -> Vec<SuiteEntry> {
                 "--time-limit",
                 "45s",
                 "--nemesis-interval",
-                "2.5s",
+                "1.5s",
             ],
             10_000,
             10,
