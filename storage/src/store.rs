@@ -732,8 +732,8 @@ impl Store {
         Ok(Executed { result, rev, events, compaction: None, lease_changes })
     }
 
-    fn check_index(st: &State, index: u64) {
-        assert!(index > st.applied_index, "apply index {index} not above applied index {}", st.applied_index);
+    fn check_index(applied_index: u64, index: u64) {
+        assert!(index > applied_index, "apply index {index} not above applied index {applied_index}");
     }
 
     /// Applies one request at log position `index` (which must be above the
@@ -746,7 +746,7 @@ impl Store {
         let mut batch = WriteBatch::default();
         let ex = {
             let mut st = self.state.write();
-            Self::check_index(&st, index);
+            Self::check_index(st.applied_index, index);
             let begin = st.rev;
             self.execute(&mut st, begin, &mut Written::default(), req, &mut batch)?
         };
@@ -791,7 +791,7 @@ impl Store {
             (st.rev, st.applied_index)
         };
         for entry in entries {
-            assert!(entry.index > prev_index, "apply index {} not above applied index {prev_index}", entry.index);
+            Self::check_index(prev_index, entry.index);
             prev_index = entry.index;
             // Locked per entry, not per batch, so readers wait for one
             // request's execution at most. They see nothing of the batch
