@@ -60,6 +60,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use cairn_api::etcdserverpb::{request_op, RequestOp};
 use cairn_storage::{EntryOutcome, LogEntry, StorageError, Store, StoreSnapshot, WriteRequest};
 use futures_util::{Stream, StreamExt};
 use openraft::alias::SnapshotMetaOf;
@@ -431,9 +432,9 @@ impl StateMachine {
         }
     }
 
-    /// Applies entries on the blocking pool (RocksDB writes block), one
-    /// store batch per group. Returns each entry's response, and the changes
-    /// (revision, events) in order.
+    /// Applies entries, one store batch per group; it blocks on RocksDB
+    /// (see [`applies_quickly`] for where it runs). Returns each entry's
+    /// response, and the changes (revision, events) in order.
     fn apply_blocking(store: &Store, mut state: SmState, entries: &[openraft::alias::EntryOf<TypeConfig>]) -> io::Result<Applied> {
         let mut out = Vec::with_capacity(entries.len());
         let mut changes = Vec::new();
@@ -493,6 +494,54 @@ impl StateMachine {
 pub const APPLY_GROUP_ENTRIES: usize = 1024;
 pub const APPLY_GROUP_BYTES: usize = 4 << 20;
 
+/// Largest group [`StateMachine::apply`] applies on the runtime's own
+/// thread instead of the blocking pool.
+pub const INLINE_APPLY_ENTRIES: usize = 8;
+pub const INLINE_APPLY_BYTES: usize = 64 << 10;
+
+/// Whether applying `entries` is bounded small work: few entries, small
+/// payloads, and requests that each touch a known handful of keys (puts,
+/// single-key deletes and reads, transactions of those, lease grants and
+/// checkpoints). Such a group (a store write of tens of microseconds) is
+/// applied where `apply` runs. Handing it to the blocking pool costs two
+/// thread wake-ups, which with one client in flight took 60 µs each at
+/// the median and 330 µs together on average, longer than the apply.
+/// Anything else (range deletes, lease revokes that delete every attached
+/// key, compactions, long catch-up runs) goes to the blocking pool, so a
+/// runtime thread never stalls behind an unbounded write.
+fn applies_quickly(entries: &[openraft::alias::EntryOf<TypeConfig>]) -> bool {
+    if entries.len() > INLINE_APPLY_ENTRIES {
+        return false;
+    }
+    let mut bytes = 0;
+    entries.iter().all(|entry| match &entry.payload {
+        EntryPayload::Normal(r) => {
+            bytes += r.payload.len();
+            bytes <= INLINE_APPLY_BYTES && WriteRequest::decode(&r.payload).is_ok_and(|req| touches_few_keys(&req))
+        }
+        _ => true,
+    })
+}
+
+fn touches_few_keys(req: &WriteRequest) -> bool {
+    match req {
+        WriteRequest::Put(_) | WriteRequest::LeaseGrant(_) | WriteRequest::LeaseCheckpoint(_) => true,
+        WriteRequest::DeleteRange(d) => d.range_end.is_empty(),
+        WriteRequest::Txn(t) => t.success.iter().chain(&t.failure).all(op_touches_few_keys),
+        WriteRequest::Compact(_) | WriteRequest::LeaseRevoke(_) => false,
+    }
+}
+
+fn op_touches_few_keys(op: &RequestOp) -> bool {
+    match &op.request {
+        Some(request_op::Request::RequestPut(_)) => true,
+        Some(request_op::Request::RequestRange(r)) => r.range_end.is_empty(),
+        Some(request_op::Request::RequestDeleteRange(d)) => d.range_end.is_empty(),
+        Some(request_op::Request::RequestTxn(t)) => t.success.iter().chain(&t.failure).all(op_touches_few_keys),
+        None => true,
+    }
+}
+
 /// How many of `entries` go into the next store batch: at least one (an
 /// entry above the byte bound goes alone), at most the bounds allow.
 fn apply_group_len(entries: &[openraft::alias::EntryOf<TypeConfig>]) -> usize {
@@ -534,13 +583,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(());
         }
         let state = self.sm_state()?;
-        let store = self.store.clone();
-        let (batch, responses) = tokio::task::spawn_blocking(move || {
-            let r = Self::apply_blocking(&store, state, &batch);
+        let (batch, responses) = if applies_quickly(&batch) {
+            let r = Self::apply_blocking(&self.store, state, &batch);
             (batch, r)
-        })
-        .await
-        .map_err(io::Error::other)?;
+        } else {
+            let store = self.store.clone();
+            tokio::task::spawn_blocking(move || {
+                let r = Self::apply_blocking(&store, state, &batch);
+                (batch, r)
+            })
+            .await
+            .map_err(io::Error::other)?
+        };
         let (responses, changes) = responses?;
         if let Some(observer) = &self.observer {
             for (revision, events) in &changes {
@@ -669,6 +723,60 @@ mod tests {
             rest = &rest[n..];
         }
         out
+    }
+
+    fn request(index: u64, req: WriteRequest) -> openraft::alias::EntryOf<TypeConfig> {
+        openraft::alias::EntryOf::<TypeConfig> {
+            log_id: openraft::testing::log_id::<TypeConfig>(1, 1, index),
+            payload: EntryPayload::Normal(RaftRequest { id: index, payload: req.encode() }),
+        }
+    }
+
+    #[test]
+    fn only_small_groups_of_few_key_requests_apply_inline() {
+        use cairn_api::etcdserverpb::{
+            CompactionRequest, DeleteRangeRequest, LeaseRevokeRequest, PutRequest, RangeRequest, TxnRequest,
+        };
+        let put = || WriteRequest::Put(PutRequest { key: b"k".to_vec(), value: vec![0; 256], ..Default::default() });
+        let op = |request| RequestOp { request: Some(request) };
+        let txn = |ops: Vec<RequestOp>| WriteRequest::Txn(TxnRequest { success: ops, ..Default::default() });
+        let one_key_txn = txn(vec![
+            op(request_op::Request::RequestRange(RangeRequest { key: b"a".to_vec(), ..Default::default() })),
+            op(request_op::Request::RequestDeleteRange(DeleteRangeRequest { key: b"b".to_vec(), ..Default::default() })),
+            op(request_op::Request::RequestPut(PutRequest { key: b"c".to_vec(), ..Default::default() })),
+        ]);
+        let ranged_delete = DeleteRangeRequest { key: b"a".to_vec(), range_end: b"z".to_vec(), ..Default::default() };
+        let nested_ranged_delete = txn(vec![op(request_op::Request::RequestTxn(TxnRequest {
+            failure: vec![op(request_op::Request::RequestDeleteRange(ranged_delete.clone()))],
+            ..Default::default()
+        }))]);
+        let blank = openraft::alias::EntryOf::<TypeConfig> {
+            log_id: openraft::testing::log_id::<TypeConfig>(1, 1, 9),
+            payload: EntryPayload::Blank,
+        };
+
+        assert!(applies_quickly(&[request(1, put()), request(2, one_key_txn), blank]));
+        let full: Vec<_> = (1..=INLINE_APPLY_ENTRIES as u64).map(|i| request(i, put())).collect();
+        assert!(applies_quickly(&full));
+
+        let too_many: Vec<_> = (1..=INLINE_APPLY_ENTRIES as u64 + 1).map(|i| request(i, put())).collect();
+        assert!(!applies_quickly(&too_many));
+        let big_value = WriteRequest::Put(PutRequest { key: b"k".to_vec(), value: vec![0; INLINE_APPLY_BYTES], ..Default::default() });
+        assert!(!applies_quickly(&[request(1, big_value)]));
+        for unbounded in [
+            WriteRequest::DeleteRange(ranged_delete),
+            nested_ranged_delete,
+            WriteRequest::LeaseRevoke(LeaseRevokeRequest { id: 7 }),
+            WriteRequest::Compact(CompactionRequest { revision: 5, ..Default::default() }),
+        ] {
+            assert!(!applies_quickly(&[request(1, put()), request(2, unbounded.clone())]), "{unbounded:?}");
+        }
+        // An undecodable payload is left to the blocking pool, which reports it.
+        let garbage = openraft::alias::EntryOf::<TypeConfig> {
+            log_id: openraft::testing::log_id::<TypeConfig>(1, 1, 1),
+            payload: EntryPayload::Normal(RaftRequest { id: 1, payload: vec![0xff; 8] }),
+        };
+        assert!(!applies_quickly(&[garbage]));
     }
 
     #[test]
