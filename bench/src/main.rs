@@ -98,7 +98,11 @@ async fn main() -> anyhow::Result<()> {
     if let Cmd::Compare(a) = &cli.cmd {
         // Awaited here, on the main thread, not spawned: the servers and
         // benchmark runs it starts die with the thread that spawned them.
-        return compare::run(a, c.seed).await;
+        return match compare::run(a, c.seed).await? {
+            compare::Ended::Finished => Ok(()),
+            // The status a shell reports for a process the signal killed.
+            compare::Ended::Stopped(signal) => std::process::exit(128 + signal),
+        };
     }
     if let Cmd::NullServer(a) = &cli.cmd {
         return null_server::run(a).await;

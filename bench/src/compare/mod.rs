@@ -179,7 +179,39 @@ impl Progress {
     }
 }
 
-pub async fn run(a: &CompareArgs, seed: Option<u64>) -> anyhow::Result<()> {
+/// How [`run`] ended, short of an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    /// The comparison ran to the end and wrote its report.
+    Finished,
+    /// This signal (SIGTERM or SIGINT) stopped it.
+    Stopped(i32),
+}
+
+/// Runs the comparison until it ends or SIGTERM or SIGINT arrives. A
+/// signal's default action ends the process without running destructors:
+/// the members would still die with it, but the clusters' temporary
+/// directories would stay behind. So the signals are caught, and the
+/// comparison is dropped instead: that kills and reaps every member,
+/// deletes the directories, and kills the benchmark run or `etcdctl` in
+/// flight (`kill_on_drop`).
+pub async fn run(a: &CompareArgs, seed: Option<u64>) -> anyhow::Result<Ended> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+    let (signal, name) = tokio::select! {
+        // Signals first: Ctrl-C reaches the members too, and the comparison
+        // failing because of that must not hide the signal.
+        biased;
+        _ = term.recv() => (libc::SIGTERM, "SIGTERM"),
+        _ = int.recv() => (libc::SIGINT, "SIGINT"),
+        done = compare(a, seed) => return done.map(|()| Ended::Finished),
+    };
+    eprintln!("{name}: stopped; the clusters' members are killed and their directories removed");
+    Ok(Ended::Stopped(signal))
+}
+
+async fn compare(a: &CompareArgs, seed: Option<u64>) -> anyhow::Result<()> {
     let started = Instant::now();
     let loadavg_start = sys::loadavg();
     let p = Progress(started);

@@ -3,6 +3,7 @@
 //! checks through the tonic stubs.
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -212,8 +213,14 @@ impl Drop for Server {
 
 /// Runs the built `cairn-bench` with `args`, killing it after [`BENCH_TIMEOUT`].
 pub fn run_bench(args: &[&str]) -> Output {
+    run_bench_env(args, &[])
+}
+
+/// [`run_bench`] with these environment variables set too.
+pub fn run_bench_env(args: &[&str], env: &[(&str, &OsStr)]) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
