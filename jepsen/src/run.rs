@@ -127,6 +127,33 @@ fn utc_timestamp() -> String {
     )
 }
 
+/// The fault classes a run injects: `--nemesis`, else every class but
+/// kill-all for a cluster the harness starts and none with `--endpoints`.
+pub fn fault_kinds(args: &RunArgs) -> Vec<FaultKind> {
+    match args.fault_kinds() {
+        Some(kinds) => kinds,
+        None if !args.endpoint_urls().is_empty() => Vec::new(),
+        None => FaultKind::ALL
+            .into_iter()
+            .filter(|&k| k != FaultKind::KillAll)
+            .collect(),
+    }
+}
+
+/// The options a run plans its fault schedule with, against `nodes`
+/// members. Public so the suite's tests check the schedules runs carry out.
+pub fn plan_options(args: &RunArgs, kinds: &[FaultKind], nodes: usize) -> PlanOptions {
+    let heal_margin = Duration::from_millis(args.election_timeout * 2).max(Duration::from_secs(2));
+    PlanOptions {
+        kinds: kinds.to_vec(),
+        nodes,
+        interval: args.nemesis_interval,
+        start_after: (args.time_limit / 10).min(Duration::from_secs(3)),
+        end_by: args.time_limit.saturating_sub(heal_margin),
+        election_timeout: Duration::from_millis(args.election_timeout),
+    }
+}
+
 pub async fn run(args: &RunArgs) -> anyhow::Result<RunSummary> {
     let seed = args.seed.unwrap_or_else(|| {
         SystemTime::now()
@@ -135,14 +162,7 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<RunSummary> {
     });
     let endpoints = args.endpoint_urls();
     let external = !endpoints.is_empty();
-    let kinds: Vec<FaultKind> = match args.fault_kinds() {
-        Some(kinds) => kinds,
-        None if external => Vec::new(),
-        None => FaultKind::ALL
-            .into_iter()
-            .filter(|&k| k != FaultKind::KillAll)
-            .collect(),
-    };
+    let kinds = fault_kinds(args);
     if external {
         if let Some(kind) = kinds.iter().find(|k| !k.is_instant()) {
             bail!(
@@ -218,19 +238,9 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<RunSummary> {
         .await
         .context("workload setup")?;
 
-    let heal_margin = Duration::from_millis(args.election_timeout * 2).max(Duration::from_secs(2));
-    let faults_end_by = args.time_limit.saturating_sub(heal_margin);
-    let schedule = nemesis::plan(
-        seed,
-        &PlanOptions {
-            kinds: kinds.clone(),
-            nodes: urls.len(),
-            interval: args.nemesis_interval,
-            start_after: (args.time_limit / 10).min(Duration::from_secs(3)),
-            end_by: faults_end_by,
-            election_timeout: Duration::from_millis(args.election_timeout),
-        },
-    );
+    let schedule_options = plan_options(args, &kinds, urls.len());
+    let faults_end_by = schedule_options.end_by;
+    let schedule = nemesis::plan(seed, &schedule_options);
     let config = RunConfig {
         workload: args.workload,
         seed,
