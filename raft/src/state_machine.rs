@@ -502,13 +502,14 @@ pub const INLINE_APPLY_BYTES: usize = 64 << 10;
 /// Whether applying `entries` is bounded small work: few entries, small
 /// payloads, and requests that each touch a known handful of keys (puts,
 /// single-key deletes and reads, transactions of those with single-key
-/// compares, lease grants and checkpoints). Such a group (a store write of tens of microseconds) is
-/// applied where `apply` runs. Handing it to the blocking pool costs two
-/// thread wake-ups, which with one client in flight took 60 µs each at
-/// the median and 330 µs together on average, longer than the apply.
-/// Anything else (range deletes, lease revokes that delete every attached
-/// key, compactions, long catch-up runs) goes to the blocking pool, so a
-/// runtime thread never stalls behind an unbounded write.
+/// compares, lease grants and checkpoints). Such a group (a store write of
+/// tens of microseconds) is applied where `apply` runs. Handing it to the
+/// blocking pool costs two thread wake-ups, which with one client in
+/// flight took 60 µs each at the median and 330 µs together on average,
+/// longer than the apply. Anything else (range deletes, range compares,
+/// lease revokes that delete every attached key, compactions, long
+/// catch-up runs) goes to the blocking pool, so a runtime thread never
+/// stalls behind an unbounded write.
 fn applies_quickly(entries: &[openraft::alias::EntryOf<TypeConfig>]) -> bool {
     if entries.len() > INLINE_APPLY_ENTRIES {
         return false;
