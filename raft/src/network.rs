@@ -14,9 +14,22 @@
 //! | `Vote`           | [`Raft::vote`]                    | `VoteRequest`                |
 //! | `PreVote`        | [`Raft::pre_vote`]                | `VoteRequest`                |
 //! | `AppendEntries`  | [`Raft::append_entries`]          | `AppendEntriesRequest`       |
+//! | `StreamAppend`   | [`Raft::stream_append`]           | stream of `AppendEntriesRequest`s |
+//! | `Heartbeat`      | [`Raft::append_entries`], in turn | stream of `AppendEntriesRequest`s |
 //! | `Snapshot`       | [`Raft::install_full_snapshot`]   | stream of [`SnapshotChunk`]s |
 //! | `TransferLeader` | [`Raft::handle_transfer_leader`]  | `TransferLeaderRequest`      |
 //! | `Forward`        | the [`ForwardHandler`]            | Cairn's own forwarded calls  |
+//!
+//! Replication uses `StreamAppend`: one long-lived call per follower for as
+//! long as openraft's replication session lasts, requests pipelined (sent
+//! without waiting for the answers before them) and answered in order.
+//! Heartbeats, which carry a leader's every linearizable read, use one
+//! long-lived `Heartbeat` call per follower with one request in flight.
+//! Neither pays for opening an HTTP/2 stream (headers, trailers, a server
+//! task) per message; both were measured faster than a unary call per
+//! message (bench/README.md). openraft 0.10 sends nothing else as an
+//! AppendEntries; unary `AppendEntries` serves a direct `append_entries`
+//! call on another lane.
 //!
 //! A `Snapshot` call streams the snapshot in chunks of at most
 //! [`SNAPSHOT_CHUNK_SIZE`] bytes; the first chunk also carries the leader's
@@ -27,7 +40,9 @@
 //! # Errors and timeouts (client side)
 //!
 //! openraft does not enforce [`RPCOption`]'s deadlines itself, so every call
-//! here is bounded: unary RPCs by `soft_ttl`, a snapshot transfer by
+//! here is bounded: unary RPCs by `soft_ttl`, each request on a stream by
+//! `soft_ttl` from when it is sent (an idle stream is not timed), opening a
+//! stream by `soft_ttl`, a snapshot transfer by
 //! `soft_ttl` per chunk (plus one); both plus a transfer allowance of one
 //! second per 8 MiB sent (openraft gives AppendEntries only
 //! `heartbeat_interval`, which a big batch cannot meet). Failures map to
@@ -60,7 +75,7 @@
 //! leader). The network only moves the bytes; a [`ForwardHandler`] installed
 //! by the node answers them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::pin::pin;
 use std::sync::{Arc, Mutex};
@@ -73,11 +88,13 @@ use openraft::errors::{
     Unreachable,
 };
 use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory, RaftNetworkV2};
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, Raft};
+use futures_util::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
@@ -216,19 +233,11 @@ impl RaftPeerService {
     }
 
     fn check_target(&self, target: NodeId) -> Result<(), Status> {
-        if target == self.id {
-            Ok(())
-        } else {
-            Err(Status::failed_precondition(format!(
-                "this is node {}, not node {target}",
-                self.id
-            )))
-        }
+        check_target(self.id, target)
     }
 
     fn request<T: DeserializeOwned>(&self, msg: &RaftMessage) -> Result<T, Status> {
-        self.check_target(msg.target)?;
-        decode(&msg.data).map_err(|e| Status::invalid_argument(format!("undecodable request: {e}")))
+        decode_request(self.id, msg)
     }
 
     fn reply<T: Serialize>(&self, result: &T) -> Result<Response<RaftMessage>, Status> {
@@ -240,8 +249,85 @@ impl RaftPeerService {
     }
 }
 
+fn check_target(id: NodeId, target: NodeId) -> Result<(), Status> {
+    if target == id {
+        Ok(())
+    } else {
+        Err(Status::failed_precondition(format!("this is node {id}, not node {target}")))
+    }
+}
+
+/// The request in `msg`, if it was meant for node `id` and decodes.
+fn decode_request<T: DeserializeOwned>(id: NodeId, msg: &RaftMessage) -> Result<T, Status> {
+    check_target(id, msg.target)?;
+    decode(&msg.data).map_err(|e| Status::invalid_argument(format!("undecodable request: {e}")))
+}
+
+/// Hands `rpc` to Raft, noting the leader's contact if it was accepted.
+async fn append(
+    raft: &CairnRaft,
+    contact: Option<&LeaderContact>,
+    rpc: AppendEntriesRequest<TypeConfig>,
+) -> Result<AppendEntriesResponse<TypeConfig>, RaftError<TypeConfig>> {
+    let result = raft.append_entries(rpc).await;
+    if let (Some(contact), Ok(_)) = (contact, &result) {
+        contact.touch();
+    }
+    result
+}
+
+/// The replies of a `StreamAppend` or `Heartbeat` call.
+type ReplyStream = std::pin::Pin<Box<dyn Stream<Item = Result<RaftMessage, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl pb::raft_server::Raft for RaftPeerService {
+    type StreamAppendStream = ReplyStream;
+
+    /// Hands the request stream to [`Raft::stream_append`], which passes
+    /// each request to Raft as it arrives, without waiting for the answer to
+    /// the one before (the log store groups their fsyncs), and answers them
+    /// in order. A request that is not for this node, does not decode or
+    /// breaks off in transport ends the input; the answers to the requests
+    /// before it are still sent, then the call fails with its status.
+    async fn stream_append(
+        &self,
+        req: Request<Streaming<RaftMessage>>,
+    ) -> Result<Response<ReplyStream>, Status> {
+        let id = self.id;
+        let failed: Arc<Mutex<Option<Status>>> = Arc::default();
+        let input = futures_util::stream::unfold(
+            (req.into_inner(), failed.clone()),
+            move |(mut messages, failed)| async move {
+                let request = match messages.message().await {
+                    Ok(None) => return None,
+                    Ok(Some(msg)) => decode_request::<AppendEntriesRequest<TypeConfig>>(id, &msg),
+                    Err(status) => Err(status),
+                };
+                match request {
+                    Ok(rpc) => Some((rpc, (messages, failed))),
+                    Err(status) => {
+                        *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
+                        None
+                    }
+                }
+            },
+        );
+        let contact = self.leader_contact.clone();
+        let replies = self.raft.stream_append(input).map(move |result| {
+            if let (Some(contact), Ok(Ok(_))) = (&contact, &result) {
+                contact.touch();
+            }
+            let data = encode(&result)
+                .map_err(|e| Status::internal(format!("unencodable reply: {e}")))?;
+            Ok(RaftMessage { target: id, data })
+        });
+        let failure = futures_util::stream::once(async move {
+            failed.lock().unwrap_or_else(|e| e.into_inner()).take()
+        })
+        .filter_map(|status| std::future::ready(status.map(Err)));
+        Ok(Response::new(Box::pin(replies.chain(failure))))
+    }
+
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let rpc: VoteRequest<TypeConfig> = self.request(req.get_ref())?;
         self.reply(&self.raft.vote(rpc).await)
@@ -257,11 +343,40 @@ impl pb::raft_server::Raft for RaftPeerService {
         req: Request<RaftMessage>,
     ) -> Result<Response<RaftMessage>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = self.request(req.get_ref())?;
-        let result = self.raft.append_entries(rpc).await;
-        if let (Some(contact), Ok(_)) = (&self.leader_contact, &result) {
-            contact.touch();
-        }
+        let result = append(&self.raft, self.leader_contact.as_deref(), rpc).await;
         self.reply(&result)
+    }
+
+    type HeartbeatStream = ReplyStream;
+
+    /// Answers each request in turn with [`Raft::append_entries`]; the
+    /// first request that is not for this node or does not decode fails
+    /// the call.
+    async fn heartbeat(
+        &self,
+        req: Request<Streaming<RaftMessage>>,
+    ) -> Result<Response<ReplyStream>, Status> {
+        let (id, raft, contact) = (self.id, self.raft.clone(), self.leader_contact.clone());
+        let replies = futures_util::stream::unfold(Some(req.into_inner()), move |messages| {
+            let (raft, contact) = (raft.clone(), contact.clone());
+            async move {
+                let mut messages = messages?;
+                let reply = async {
+                    let msg = messages.message().await?.ok_or(None)?;
+                    let rpc = decode_request(id, &msg)?;
+                    let result = append(&raft, contact.as_deref(), rpc).await;
+                    let data = encode(&result)
+                        .map_err(|e| Status::internal(format!("unencodable reply: {e}")))?;
+                    Ok::<_, Option<Status>>(RaftMessage { target: id, data })
+                };
+                match reply.await {
+                    Ok(reply) => Some((Ok(reply), Some(messages))),
+                    Err(None) => None,
+                    Err(Some(status)) => Some((Err(status), None)),
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(replies)))
     }
 
     async fn snapshot(
@@ -396,6 +511,7 @@ impl PeerNetwork {
             channels: self.channels.clone(),
             client: None,
             replace_channel: false,
+            heartbeats: None,
         }
     }
 }
@@ -458,6 +574,18 @@ pub struct PeerClient {
     client: Option<pb::raft_client::RaftClient<Channel>>,
     /// The last call failed in transport: make a new channel.
     replace_channel: bool,
+    /// The open `Heartbeat` call of a heartbeat-lane client, if any.
+    heartbeats: Option<HeartbeatSession>,
+}
+
+/// One long-lived `Heartbeat` call: each heartbeat is one message on it
+/// rather than an HTTP/2 stream of its own, which saves the headers, the
+/// trailers and the receiver's per-call task on a leader's every
+/// linearizable read. Dropped after any failure, so a late reply can never
+/// be taken for the answer to a later heartbeat.
+struct HeartbeatSession {
+    requests: tokio::sync::mpsc::Sender<RaftMessage>,
+    replies: Streaming<RaftMessage>,
 }
 
 /// What a transport failure is, before it is put in an openraft error type.
@@ -611,14 +739,300 @@ impl PeerClient {
     }
 }
 
+/// The requests of one `StreamAppend` call that are not answered yet,
+/// oldest first, shared by the request stream (which adds each request as
+/// tonic takes it to send) and the reply stream (which removes one per
+/// reply).
+#[derive(Default)]
+struct InFlight {
+    due: Mutex<Unanswered>,
+    /// Signalled when a request is added, so a reply stream waiting with
+    /// nothing in flight starts timing it.
+    sent: tokio::sync::Notify,
+    /// Set when a request could not be encoded; the request stream ends there.
+    unencodable: Mutex<Option<String>>,
+}
+
+#[derive(Default)]
+struct Unanswered {
+    /// Per request: when its reply is due, the time it was given, its size.
+    requests: VecDeque<(tokio::time::Instant, Duration, usize)>,
+    bytes: usize,
+}
+
+impl InFlight {
+    /// Records a request of `bytes` sent now. It is given `soft_ttl` plus
+    /// the transfer allowance for every byte unanswered, its own included:
+    /// the follower answers in order, so a request waits for the ones
+    /// before it.
+    fn push(&self, soft_ttl: Duration, bytes: usize) {
+        let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        due.bytes += bytes;
+        let ttl = soft_ttl + transfer_allowance(due.bytes);
+        due.requests.push_back((tokio::time::Instant::now() + ttl, ttl, bytes));
+        drop(due);
+        self.sent.notify_one();
+    }
+
+    fn pop(&self) {
+        let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, _, bytes)) = due.requests.pop_front() {
+            due.bytes -= bytes;
+        }
+    }
+
+    /// When the oldest unanswered request's reply is due, and its time.
+    fn oldest(&self) -> Option<(tokio::time::Instant, Duration)> {
+        let due = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        due.requests.front().map(|&(at, ttl, _)| (at, ttl))
+    }
+
+    fn unanswered(&self) -> usize {
+        self.due.lock().unwrap_or_else(|e| e.into_inner()).requests.len()
+    }
+}
+
+/// The answer to one request of a replication stream.
+type StreamReply = Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>;
+
+/// The receiving half of a `StreamAppend` call on the leader.
+struct ReplyReader<'s> {
+    peer: &'s mut PeerClient,
+    replies: Streaming<RaftMessage>,
+    in_flight: Arc<InFlight>,
+}
+
+impl ReplyReader<'_> {
+    /// The next reply; `None` once the follower has answered every request
+    /// and ended the call (the request stream ended first).
+    ///
+    /// A request unanswered past its due time fails the stream with
+    /// `Timeout`: openraft leaves deadlines to the network, and a stream
+    /// that is merely idle (nothing in flight) is not timed.
+    async fn next(&mut self) -> Option<Result<StreamAppendResult<TypeConfig>, Failure>> {
+        loop {
+            let oldest = self.in_flight.oldest();
+            let message = tokio::select! {
+                m = self.replies.message() => m,
+                _ = tokio::time::sleep_until(oldest.map_or_else(tokio::time::Instant::now, |o| o.0)),
+                    if oldest.is_some() =>
+                {
+                    let ttl = oldest.map_or(Duration::ZERO, |o| o.1);
+                    return Some(Err(Failure::Timeout(ttl)));
+                }
+                _ = self.in_flight.sent.notified(), if oldest.is_none() => continue,
+            };
+            return match message {
+                Ok(Some(msg)) => {
+                    self.in_flight.pop();
+                    let result: Result<StreamAppendResult<TypeConfig>, Fatal<TypeConfig>> =
+                        match decode(&msg.data) {
+                            Ok(r) => r,
+                            Err(e) => {
+                                return Some(Err(Failure::Network(format!(
+                                    "undecodable reply: {e}"
+                                ))))
+                            }
+                        };
+                    Some(result.map_err(|fatal| {
+                        Failure::Unreachable(format!("remote node {}: {fatal}", self.peer.target))
+                    }))
+                }
+                Ok(None) => {
+                    let unencodable =
+                        self.in_flight.unencodable.lock().unwrap_or_else(|e| e.into_inner()).take();
+                    let unanswered = self.in_flight.unanswered();
+                    if let Some(m) = unencodable {
+                        Some(Err(Failure::Network(format!("encoding request: {m}"))))
+                    } else if unanswered > 0 {
+                        Some(Err(Failure::Network(format!(
+                            "replication stream ended with {unanswered} requests unanswered"
+                        ))))
+                    } else {
+                        None
+                    }
+                }
+                Err(status) if status.code() == tonic::Code::DeadlineExceeded => {
+                    Some(Err(Failure::Timeout(oldest.map_or(Duration::ZERO, |o| o.1))))
+                }
+                Err(status) => Some(Err(Failure::from_status(&status))),
+            };
+        }
+    }
+}
+
+impl PeerClient {
+    /// Opens a `StreamAppend` call carrying `input`; see
+    /// [`RaftNetworkV2::stream_append`] below.
+    async fn open_stream<S>(
+        &mut self,
+        input: S,
+        option: &RPCOption,
+    ) -> Result<(Streaming<RaftMessage>, Arc<InFlight>), Failure>
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
+        let mut client = self.client()?;
+        let in_flight = Arc::new(InFlight::default());
+        let (target, soft_ttl) = (self.target, option.soft_ttl());
+        let requests = futures_util::stream::unfold(
+            (input, in_flight.clone()),
+            move |(mut input, in_flight)| async move {
+                let rpc = input.next().await?;
+                match encode(&rpc) {
+                    Ok(data) => {
+                        in_flight.push(soft_ttl, data.len());
+                        Some((RaftMessage { target, data }, (input, in_flight)))
+                    }
+                    Err(e) => {
+                        *in_flight.unencodable.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(e.to_string());
+                        None
+                    }
+                }
+            },
+        );
+        match tokio::time::timeout(soft_ttl, client.stream_append(Request::new(requests))).await {
+            Err(_) => Err(Failure::Timeout(soft_ttl)),
+            Ok(Err(status)) => Err(Failure::from_status(&status)),
+            Ok(Ok(reply)) => Ok((reply.into_inner(), in_flight)),
+        }
+    }
+}
+
+impl PeerClient {
+    /// Sends one heartbeat on the open `Heartbeat` call (opening one if
+    /// needed) and waits for its answer, all within `soft_ttl`.
+    async fn heartbeat(
+        &mut self,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        option: &RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let (id, target) = (self.id, self.target);
+        let session = self.heartbeats.take();
+        match self.heartbeat_on(session, rpc, option).await {
+            Ok((session, resp)) => {
+                self.heartbeats = Some(session);
+                Ok(resp)
+            }
+            Err(f) => {
+                if matches!(f, Failure::Unreachable(_) | Failure::Network(_)) {
+                    self.reset();
+                }
+                Err(f.into_rpc(id, target, RPCTypes::AppendEntries))
+            }
+        }
+    }
+
+    async fn heartbeat_on(
+        &mut self,
+        session: Option<HeartbeatSession>,
+        rpc: &AppendEntriesRequest<TypeConfig>,
+        option: &RPCOption,
+    ) -> Result<(HeartbeatSession, AppendEntriesResponse<TypeConfig>), Failure> {
+        let data = encode(rpc).map_err(|e| Failure::Network(format!("encoding request: {e}")))?;
+        let ttl = option.soft_ttl() + transfer_allowance(data.len());
+        let deadline = tokio::time::Instant::now() + ttl;
+        let mut session = match session {
+            Some(session) => session,
+            None => tokio::time::timeout_at(deadline, self.open_heartbeats())
+                .await
+                .map_err(|_| Failure::Timeout(ttl))??,
+        };
+        session
+            .requests
+            .try_send(RaftMessage { target: self.target, data })
+            .map_err(|_| Failure::Network("heartbeat stream closed".into()))?;
+        let reply = match tokio::time::timeout_at(deadline, session.replies.message()).await {
+            Err(_) => return Err(Failure::Timeout(ttl)),
+            Ok(Err(status)) => return Err(Failure::from_status(&status)),
+            Ok(Ok(None)) => return Err(Failure::Network("heartbeat stream ended".into())),
+            Ok(Ok(Some(reply))) => reply,
+        };
+        let result: Result<AppendEntriesResponse<TypeConfig>, RaftError<TypeConfig>> =
+            decode(&reply.data).map_err(|e| Failure::Network(format!("undecodable reply: {e}")))?;
+        let resp = result
+            .map_err(|e| Failure::Unreachable(format!("remote node {}: {e}", self.target)))?;
+        Ok((session, resp))
+    }
+
+    async fn open_heartbeats(&mut self) -> Result<HeartbeatSession, Failure> {
+        let mut client = self.client()?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<RaftMessage>(1);
+        let requests = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|msg| (msg, rx))
+        });
+        let replies = client
+            .heartbeat(Request::new(requests))
+            .await
+            .map_err(|status| Failure::from_status(&status))?
+            .into_inner();
+        Ok(HeartbeatSession { requests: tx, replies })
+    }
+}
+
 impl RaftNetworkV2<TypeConfig> for PeerClient {
     type SnapshotData = SnapshotData;
+
+    /// Replication over one long-lived `StreamAppend` call: requests are
+    /// sent as openraft produces them, without waiting for earlier answers,
+    /// so a follower's fsync of one batch overlaps the sending of the next,
+    /// and no message pays for opening an HTTP/2 stream. The call ends when
+    /// openraft's request stream ends or on the first failure; a transport
+    /// failure also replaces the connection.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, StreamReply>, RPCError<TypeConfig>>>
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        if self.lane == Lane::Heartbeat {
+            // openraft sends each heartbeat as a stream of one request.
+            return openraft::network::stream_append_sequential(self, input, option);
+        }
+        Box::pin(async move {
+            let (id, target) = (self.id, self.target);
+            let action = RPCTypes::AppendEntries;
+            let (replies, in_flight) = match self.open_stream(input, &option).await {
+                Ok(opened) => opened,
+                Err(f) => {
+                    if !matches!(f, Failure::Timeout(_)) {
+                        self.reset();
+                    }
+                    return Err(f.into_rpc(id, target, action));
+                }
+            };
+            let reader = ReplyReader { peer: self, replies, in_flight };
+            let replies = futures_util::stream::unfold(Some(reader), move |reader| async move {
+                let mut reader = reader?;
+                match reader.next().await? {
+                    Ok(result) => {
+                        let go_on = result.is_ok();
+                        Some((Ok(result), go_on.then_some(reader)))
+                    }
+                    Err(f) => {
+                        if !matches!(f, Failure::Timeout(_)) {
+                            reader.peer.reset();
+                        }
+                        Some((Err(f.into_rpc(id, target, action)), None))
+                    }
+                }
+            });
+            let replies: BoxStream<'s, StreamReply> = Box::pin(replies);
+            Ok(replies)
+        })
+    }
 
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        if self.lane == Lane::Heartbeat {
+            return self.heartbeat(&rpc, &option).await;
+        }
         self.unary::<_, _, RaftError<TypeConfig>>(RPCTypes::AppendEntries, false, &rpc, &option)
             .await
     }
@@ -748,5 +1162,30 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             self.reset();
         }
         Err(failure.into_streaming(id, target))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_request_is_given_time_for_every_byte_ahead_of_it() {
+        let soft_ttl = Duration::from_millis(100);
+        let in_flight = InFlight::default();
+        let mib = 1024 * 1024;
+        in_flight.push(soft_ttl, 8 * mib);
+        in_flight.push(soft_ttl, 4 * mib);
+        assert_eq!(in_flight.oldest().map(|o| o.1), Some(soft_ttl + Duration::from_secs(1)));
+        in_flight.pop();
+        // The second was sent behind 8 MiB: 12 MiB at 8 MiB/s.
+        assert_eq!(in_flight.oldest().map(|o| o.1), Some(soft_ttl + Duration::from_millis(1500)));
+        assert_eq!(in_flight.unanswered(), 1);
+        in_flight.pop();
+        in_flight.push(soft_ttl, 0);
+        assert_eq!(in_flight.oldest().map(|o| o.1), Some(soft_ttl));
+        in_flight.pop();
+        in_flight.pop();
+        assert_eq!((in_flight.unanswered(), in_flight.oldest()), (0, None));
     }
 }

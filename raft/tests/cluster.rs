@@ -471,3 +471,173 @@ async fn transport_failures_map_to_openraft_errors() {
     })
     .await
 }
+
+/// An AppendEntries with no entries from leader 1 in term 1.
+fn empty_append() -> openraft::raft::AppendEntriesRequest<TypeConfig> {
+    openraft::raft::AppendEntriesRequest {
+        vote: cairn_raft::types::Vote::new_committed(1, 1),
+        prev_log_id: None,
+        leader_commit: None,
+        entries: vec![],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_and_heartbeat_streams_answer_in_order_and_recover_from_failures() {
+    use futures_util::StreamExt;
+    use openraft::errors::RPCError;
+    use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+
+    bounded(async {
+        let mut net = PeerNetwork::new(1);
+        let option = RPCOption::new(Duration::from_millis(400));
+        let mut n = start_node(2, config(SnapshotPolicy::Never)).await;
+
+        // Replication: three requests on one stream, each appending one
+        // blank entry, sent without waiting for answers; each is answered
+        // with its own last log id, in order, and the call ends when the
+        // requests do.
+        let mut repl = net.new_client(2, &n.member()).await;
+        let log_id = |index| openraft::testing::log_id::<TypeConfig>(1, 1, index);
+        let requests: Vec<_> = (1..=3)
+            .map(|index| openraft::raft::AppendEntriesRequest {
+                prev_log_id: (index > 1).then(|| log_id(index - 1)),
+                entries: vec![cairn_raft::types::Entry {
+                    log_id: log_id(index),
+                    payload: cairn_raft::types::EntryPayload::Blank,
+                }],
+                ..empty_append()
+            })
+            .collect();
+        let input = futures_util::stream::iter(requests);
+        let replies: Vec<_> = repl.stream_append(input, option.clone()).await.expect("stream opens").collect().await;
+        let acked: Vec<_> = replies
+            .into_iter()
+            .map(|r| match r {
+                Ok(Ok(matching)) => matching,
+                other => panic!("expected an acknowledgement, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(acked, vec![Some(log_id(1)), Some(log_id(2)), Some(log_id(3))]);
+
+        // A request for another node id fails the stream, like a unary call.
+        let mut wrong = net.new_client(7, &n.member()).await;
+        let input = futures_util::stream::iter(vec![empty_append()]);
+        let replies: Vec<_> = wrong.stream_append(input, option.clone()).await.expect("stream opens").collect().await;
+        assert!(matches!(replies.as_slice(), [Err(RPCError::Unreachable(_))]), "{replies:?}");
+
+        // Heartbeats: one call carries many; after a failure (wrong id) the
+        // client opens a new call and fails the same way, not on a stale one.
+        let mut hb = net.new_heartbeat_client(2, &n.member()).await;
+        for _ in 0..5 {
+            let resp = hb.append_entries(empty_append(), option.clone()).await.expect("heartbeat answered");
+            assert!(resp.is_success(), "{resp}");
+        }
+        let mut hb_wrong = net.new_heartbeat_client(7, &n.member()).await;
+        for _ in 0..2 {
+            match hb_wrong.append_entries(empty_append(), option.clone()).await {
+                Err(RPCError::Unreachable(e)) => println!("heartbeat to the wrong id: {e}"),
+                other => panic!("expected Unreachable, got {other:?}"),
+            }
+        }
+        // Once the node's Raft is down the open heartbeat call reports it.
+        n.raft.shutdown().await.unwrap();
+        match hb.append_entries(empty_append(), option.clone()).await {
+            Err(RPCError::Unreachable(e)) => println!("heartbeat to a shut-down raft: {e}"),
+            other => panic!("expected Unreachable, got {other:?}"),
+        }
+        n.kill().await;
+    })
+    .await
+}
+
+/// A peer whose streams open and are never answered: only the requests in
+/// flight are timed, an idle stream is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_stream_requests_time_out_and_idle_streams_do_not() {
+    use cairn_raft::network::pb::raft_server::{Raft as RaftRpc, RaftServer};
+    use cairn_raft::network::{RaftMessage, SnapshotChunk};
+    use futures_util::StreamExt;
+    use openraft::errors::RPCError;
+    use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+    use std::pin::Pin;
+    use tonic::{Request, Response, Status, Streaming};
+
+    type Replies = Pin<Box<dyn futures_util::Stream<Item = Result<RaftMessage, Status>> + Send>>;
+    struct Mute;
+    #[tonic::async_trait]
+    impl RaftRpc for Mute {
+        type StreamAppendStream = Replies;
+        type HeartbeatStream = Replies;
+        async fn vote(&self, _: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+            Err(Status::unimplemented("mute"))
+        }
+        async fn pre_vote(&self, _: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+            Err(Status::unimplemented("mute"))
+        }
+        async fn append_entries(&self, _: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+            Err(Status::unimplemented("mute"))
+        }
+        async fn stream_append(&self, _: Request<Streaming<RaftMessage>>) -> Result<Response<Replies>, Status> {
+            Ok(Response::new(Box::pin(futures_util::stream::pending())))
+        }
+        async fn heartbeat(&self, _: Request<Streaming<RaftMessage>>) -> Result<Response<Replies>, Status> {
+            Ok(Response::new(Box::pin(futures_util::stream::pending())))
+        }
+        async fn snapshot(&self, _: Request<Streaming<SnapshotChunk>>) -> Result<Response<RaftMessage>, Status> {
+            Err(Status::unimplemented("mute"))
+        }
+        async fn transfer_leader(&self, _: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+            Err(Status::unimplemented("mute"))
+        }
+        async fn forward(&self, _: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+            Err(Status::unimplemented("mute"))
+        }
+    }
+
+    bounded(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(RaftServer::new(Mute))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let peer = Member { name: "mute".into(), peer_urls: vec![format!("http://{addr}")], client_urls: vec![] };
+        let mut net = PeerNetwork::new(1);
+        let option = RPCOption::new(Duration::from_millis(400)); // soft_ttl 300 ms
+        let soft_ttl = Duration::from_millis(300);
+
+        // The stream stays idle for 2 soft_ttl, then one request goes out:
+        // the timeout counts from that request, not from the stream's start.
+        let mut repl = net.new_client(2, &peer).await;
+        let idle = 2 * soft_ttl;
+        let input = Box::pin(futures_util::stream::once(async move {
+            tokio::time::sleep(idle).await;
+            empty_append()
+        }));
+        let t = Instant::now();
+        let mut replies = repl.stream_append(input, option.clone()).await.expect("stream opens");
+        match replies.next().await {
+            Some(Err(RPCError::Timeout(e))) => println!("replication timed out after {:?}: {e}", t.elapsed()),
+            other => panic!("expected a Timeout, got {other:?}"),
+        }
+        let took = t.elapsed();
+        assert!(took >= idle + soft_ttl - Duration::from_millis(10), "{took:?}");
+        assert!(took < idle + soft_ttl + Duration::from_millis(300), "{took:?}");
+        assert!(replies.next().await.is_none(), "the stream ends after its failure");
+        drop(replies);
+
+        // A heartbeat is timed from its send too.
+        let mut hb = net.new_heartbeat_client(2, &peer).await;
+        let t = Instant::now();
+        match hb.append_entries(empty_append(), option.clone()).await {
+            Err(RPCError::Timeout(e)) => println!("heartbeat timed out after {:?}: {e}", t.elapsed()),
+            other => panic!("expected a Timeout, got {other:?}"),
+        }
+        assert!(t.elapsed() >= soft_ttl - Duration::from_millis(10), "{:?}", t.elapsed());
+        assert!(t.elapsed() < soft_ttl + Duration::from_millis(300), "{:?}", t.elapsed());
+        server.abort();
+    })
+    .await
+}
