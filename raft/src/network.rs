@@ -82,19 +82,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bincode::Options;
+use futures_util::{Stream, StreamExt};
 use openraft::alias::{SnapshotMetaOf, SnapshotOf};
 use openraft::errors::{
     Fatal, NetworkError, RPCError, RaftError, ReplicationClosed, StreamingError, Timeout,
     Unreachable,
 };
-use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory, RaftNetworkV2};
 use openraft::base::{BoxFuture, BoxStream};
+use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
     TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{OptionalSend, Raft};
-use futures_util::{Stream, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, Endpoint};
@@ -902,7 +902,8 @@ impl PeerClient {
 
 impl PeerClient {
     /// Sends one heartbeat on the open `Heartbeat` call (opening one if
-    /// needed) and waits for its answer, all within `soft_ttl`.
+    /// needed) and waits for its answer, all within `soft_ttl` plus the
+    /// transfer allowance.
     async fn heartbeat(
         &mut self,
         rpc: &AppendEntriesRequest<TypeConfig>,
