@@ -27,9 +27,10 @@
 //! long-lived `Heartbeat` call per follower with one request in flight.
 //! Neither pays for opening an HTTP/2 stream (headers, trailers, a server
 //! task) per message; both were measured faster than a unary call per
-//! message (bench/README.md). openraft 0.10 sends nothing else as an
-//! AppendEntries; unary `AppendEntries` serves a direct `append_entries`
-//! call on another lane.
+//! message (bench/README.md). A peer that answers either call with
+//! `Unimplemented` (a build from before them, during a rolling upgrade) is
+//! sent unary `AppendEntries` calls instead, one at a time, by that client
+//! from then on.
 //!
 //! A `Snapshot` call streams the snapshot in chunks of at most
 //! [`SNAPSHOT_CHUNK_SIZE`] bytes; the first chunk also carries the leader's
@@ -512,6 +513,7 @@ impl PeerNetwork {
             client: None,
             replace_channel: false,
             heartbeats: None,
+            unary_only: false,
         }
     }
 }
@@ -576,6 +578,11 @@ pub struct PeerClient {
     replace_channel: bool,
     /// The open `Heartbeat` call of a heartbeat-lane client, if any.
     heartbeats: Option<HeartbeatSession>,
+    /// The peer answered `StreamAppend` or `Heartbeat` with
+    /// `Unimplemented`: it is a build from before those calls, so this
+    /// client sends it unary `AppendEntries` calls, as that build does.
+    /// Keeps a cluster working through a rolling upgrade.
+    unary_only: bool,
 }
 
 /// One long-lived `Heartbeat` call: each heartbeat is one message on it
@@ -894,6 +901,12 @@ impl PeerClient {
         );
         match tokio::time::timeout(soft_ttl, client.stream_append(Request::new(requests))).await {
             Err(_) => Err(Failure::Timeout(soft_ttl)),
+            Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
+                self.unary_only = true;
+                Err(Failure::Network(format!(
+                    "node {target} does not serve StreamAppend, sending unary calls from now on"
+                )))
+            }
             Ok(Err(status)) => Err(Failure::from_status(&status)),
             Ok(Ok(reply)) => Ok((reply.into_inner(), in_flight)),
         }
@@ -903,42 +916,53 @@ impl PeerClient {
 impl PeerClient {
     /// Sends one heartbeat on the open `Heartbeat` call (opening one if
     /// needed) and waits for its answer, all within `soft_ttl` plus the
-    /// transfer allowance.
+    /// transfer allowance. To a peer without that call, a unary
+    /// `AppendEntries`.
     async fn heartbeat(
         &mut self,
         rpc: &AppendEntriesRequest<TypeConfig>,
         option: &RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let (id, target) = (self.id, self.target);
-        let session = self.heartbeats.take();
-        match self.heartbeat_on(session, rpc, option).await {
-            Ok((session, resp)) => {
-                self.heartbeats = Some(session);
-                Ok(resp)
-            }
-            Err(f) => {
-                if matches!(f, Failure::Unreachable(_) | Failure::Network(_)) {
-                    self.reset();
+        if !self.unary_only {
+            let session = self.heartbeats.take();
+            match self.heartbeat_on(session, rpc, option).await {
+                Ok(Some((session, resp))) => {
+                    self.heartbeats = Some(session);
+                    return Ok(resp);
                 }
-                Err(f.into_rpc(id, target, RPCTypes::AppendEntries))
+                Ok(None) => {}
+                Err(f) => {
+                    if matches!(f, Failure::Unreachable(_) | Failure::Network(_)) {
+                        self.reset();
+                    }
+                    return Err(f.into_rpc(id, target, RPCTypes::AppendEntries));
+                }
             }
         }
+        self.unary::<_, _, RaftError<TypeConfig>>(RPCTypes::AppendEntries, false, rpc, option)
+            .await
     }
 
+    /// `None` if the peer has no `Heartbeat` call.
     async fn heartbeat_on(
         &mut self,
         session: Option<HeartbeatSession>,
         rpc: &AppendEntriesRequest<TypeConfig>,
         option: &RPCOption,
-    ) -> Result<(HeartbeatSession, AppendEntriesResponse<TypeConfig>), Failure> {
+    ) -> Result<Option<(HeartbeatSession, AppendEntriesResponse<TypeConfig>)>, Failure> {
         let data = encode(rpc).map_err(|e| Failure::Network(format!("encoding request: {e}")))?;
         let ttl = option.soft_ttl() + transfer_allowance(data.len());
         let deadline = tokio::time::Instant::now() + ttl;
         let mut session = match session {
             Some(session) => session,
-            None => tokio::time::timeout_at(deadline, self.open_heartbeats())
+            None => match tokio::time::timeout_at(deadline, self.open_heartbeats())
                 .await
-                .map_err(|_| Failure::Timeout(ttl))??,
+                .map_err(|_| Failure::Timeout(ttl))??
+            {
+                Some(session) => session,
+                None => return Ok(None),
+            },
         };
         session
             .requests
@@ -954,21 +978,26 @@ impl PeerClient {
             decode(&reply.data).map_err(|e| Failure::Network(format!("undecodable reply: {e}")))?;
         let resp = result
             .map_err(|e| Failure::Unreachable(format!("remote node {}: {e}", self.target)))?;
-        Ok((session, resp))
+        Ok(Some((session, resp)))
     }
 
-    async fn open_heartbeats(&mut self) -> Result<HeartbeatSession, Failure> {
+    /// Opens a `Heartbeat` call; `None` (and unary calls from now on) if
+    /// the peer does not serve it.
+    async fn open_heartbeats(&mut self) -> Result<Option<HeartbeatSession>, Failure> {
         let mut client = self.client()?;
         let (tx, rx) = tokio::sync::mpsc::channel::<RaftMessage>(1);
         let requests = futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|msg| (msg, rx))
         });
-        let replies = client
-            .heartbeat(Request::new(requests))
-            .await
-            .map_err(|status| Failure::from_status(&status))?
-            .into_inner();
-        Ok(HeartbeatSession { requests: tx, replies })
+        match client.heartbeat(Request::new(requests)).await {
+            Ok(replies) => Ok(Some(HeartbeatSession { requests: tx, replies: replies.into_inner() })),
+            Err(status) if status.code() == tonic::Code::Unimplemented => {
+                tracing::info!(node = self.target, "peer has no Heartbeat call, sending unary calls");
+                self.unary_only = true;
+                Ok(None)
+            }
+            Err(status) => Err(Failure::from_status(&status)),
+        }
     }
 }
 
@@ -989,8 +1018,9 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     where
         S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
     {
-        if self.lane == Lane::Heartbeat {
-            // openraft sends each heartbeat as a stream of one request.
+        if self.lane == Lane::Heartbeat || self.unary_only {
+            // openraft sends each heartbeat as a stream of one request; a
+            // peer without `StreamAppend` gets one unary call at a time.
             return openraft::network::stream_append_sequential(self, input, option);
         }
         Box::pin(async move {

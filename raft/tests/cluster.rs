@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cairn_api::etcdserverpb::{PutRequest, RangeRequest};
-use cairn_raft::network::SNAPSHOT_CHUNK_SIZE;
+use cairn_raft::network::pb::raft_server::{Raft as RaftRpc, RaftServer};
+use cairn_raft::network::{RaftMessage, SnapshotChunk, SNAPSHOT_CHUNK_SIZE};
 use cairn_raft::openraft;
 use cairn_raft::{CairnRaft, Member, PeerNetwork, RaftPeerService, RaftRequest, RocksLogStore, StateMachine, TypeConfig};
 use cairn_storage::{MemEngine, Store, StoreConfig, WriteRequest};
@@ -18,6 +19,7 @@ use openraft::{Config, ServerState, SnapshotPolicy};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tonic::{Request, Response, Status, Streaming};
 
 /// Every test runs under this bound so a hang fails instead of stalling CI.
 const TEST_BOUND: Duration = Duration::from_secs(55);
@@ -110,6 +112,47 @@ fn config(snapshot_policy: SnapshotPolicy) -> Arc<Config> {
 }
 
 async fn start_node(id: u64, config: Arc<Config>) -> Node {
+    start_node_serving(id, config, false).await
+}
+
+/// A node whose peer service lacks the `StreamAppend` and `Heartbeat` calls
+/// (they answer `Unimplemented`), as a build from before them does.
+struct WithoutStreams(RaftPeerService);
+
+#[tonic::async_trait]
+impl RaftRpc for WithoutStreams {
+    type StreamAppendStream = <RaftPeerService as RaftRpc>::StreamAppendStream;
+    type HeartbeatStream = <RaftPeerService as RaftRpc>::HeartbeatStream;
+    async fn vote(&self, r: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.0.vote(r).await
+    }
+    async fn pre_vote(&self, r: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.0.pre_vote(r).await
+    }
+    async fn append_entries(&self, r: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.0.append_entries(r).await
+    }
+    async fn stream_append(
+        &self,
+        _: Request<Streaming<RaftMessage>>,
+    ) -> Result<Response<Self::StreamAppendStream>, Status> {
+        Err(Status::unimplemented("not in this build"))
+    }
+    async fn heartbeat(&self, _: Request<Streaming<RaftMessage>>) -> Result<Response<Self::HeartbeatStream>, Status> {
+        Err(Status::unimplemented("not in this build"))
+    }
+    async fn snapshot(&self, r: Request<Streaming<SnapshotChunk>>) -> Result<Response<RaftMessage>, Status> {
+        self.0.snapshot(r).await
+    }
+    async fn transfer_leader(&self, r: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.0.transfer_leader(r).await
+    }
+    async fn forward(&self, r: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.0.forward(r).await
+    }
+}
+
+async fn start_node_serving(id: u64, config: Arc<Config>, without_streams: bool) -> Node {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -120,11 +163,15 @@ async fn start_node(id: u64, config: Arc<Config>) -> Node {
     let raft = CairnRaft::new(id, config, PeerNetwork::new(id), log, sm)
         .await
         .expect("raft starts");
-    let service = RaftPeerService::new(id, raft.clone(), snap_dir, None).into_server();
+    let service = RaftPeerService::new(id, raft.clone(), snap_dir, None);
+    let router = if without_streams {
+        tonic::transport::Server::builder().add_service(RaftServer::new(WithoutStreams(service)))
+    } else {
+        tonic::transport::Server::builder().add_service(service.into_server())
+    };
     let (tx, rx) = oneshot::channel::<()>();
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
+        router
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
                 async move {
@@ -555,13 +602,10 @@ async fn replication_and_heartbeat_streams_answer_in_order_and_recover_from_fail
 /// flight are timed, an idle stream is not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unanswered_stream_requests_time_out_and_idle_streams_do_not() {
-    use cairn_raft::network::pb::raft_server::{Raft as RaftRpc, RaftServer};
-    use cairn_raft::network::{RaftMessage, SnapshotChunk};
     use futures_util::StreamExt;
     use openraft::errors::RPCError;
     use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
     use std::pin::Pin;
-    use tonic::{Request, Response, Status, Streaming};
 
     type Replies = Pin<Box<dyn futures_util::Stream<Item = Result<RaftMessage, Status>> + Send>>;
     struct Mute;
@@ -638,6 +682,43 @@ async fn unanswered_stream_requests_time_out_and_idle_streams_do_not() {
         assert!(t.elapsed() >= soft_ttl - Duration::from_millis(10), "{:?}", t.elapsed());
         assert!(t.elapsed() < soft_ttl + Duration::from_millis(300), "{:?}", t.elapsed());
         server.abort();
+    })
+    .await
+}
+
+/// A rolling upgrade: a follower from before `StreamAppend` and `Heartbeat`
+/// (node 3) still gets every entry and answers heartbeats, over unary calls,
+/// so with the other follower down the leader still commits and still
+/// confirms its leadership for linearizable reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_without_the_stream_calls_is_sent_unary_calls() {
+    bounded(async {
+        let config = config(SnapshotPolicy::Never);
+        let mut nodes = vec![
+            start_node(1, config.clone()).await,
+            start_node(2, config.clone()).await,
+            start_node_serving(3, config, true).await,
+        ];
+        let members: BTreeMap<u64, Member> = nodes.iter().map(|n| (n.id, n.member())).collect();
+        nodes[0].raft.initialize(members).await.expect("initialize");
+        let mut leader = wait_leader(&nodes, None).await;
+        if leader == 3 {
+            node(&nodes, 3).raft.trigger().transfer_leader(1).await.expect("transfer leader");
+            leader = wait_leader(&nodes, Some(3)).await;
+        }
+        let other = if leader == 1 { 2 } else { 1 };
+        nodes.iter_mut().find(|n| n.id == other).unwrap().kill().await;
+        println!("leader {leader}, node {other} killed, node 3 without stream calls");
+
+        let last = write(node(&nodes, leader), 0..20, 10).await;
+        wait_applied(node(&nodes, 3), last).await;
+        assert!(applied_in_order(&node(&nodes, 3).store, 0..20));
+        node(&nodes, leader)
+            .raft
+            .ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
+            .await
+            .expect("leadership confirmed by node 3's heartbeat answers");
+        shutdown_all(&mut nodes).await;
     })
     .await
 }
