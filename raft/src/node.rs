@@ -562,6 +562,21 @@ impl RaftNode {
         }
     }
 
+    /// Waits until this node has applied every entry it knows committed,
+    /// as etcd's leader does before answering a lease's time to live
+    /// (`waitAppliedIndex`). A follower can apply a committed revoke, and a
+    /// client see it in a watch, before the leader has applied it itself;
+    /// without this the leader would still report the lease alive.
+    async fn await_applied_committed(&self) -> Result<(), ClusterError> {
+        let committed = self.inner.raft.metrics().borrow_watched().local_committed.map(|c| c.index);
+        let left = self.deadline().saturating_duration_since(Instant::now());
+        match self.inner.raft.wait(Some(left)).applied_index_at_least(committed, "applied up to the commit").await {
+            Ok(_) => Ok(()),
+            Err(openraft::metrics::WaitError::Timeout(..)) => Err(ClusterError::Timeout),
+            Err(_) => Err(ClusterError::Stopped),
+        }
+    }
+
     pub async fn add_member(&self, id: NodeId, peer_urls: Vec<String>, learner: bool) -> Result<Vec<MemberInfo>, ClusterError> {
         self.membership_call(ForwardRequest::AddMember { id, peer_urls, learner }).await
     }
@@ -797,6 +812,7 @@ impl RaftNode {
                 Ok(ForwardReply::LeaseTtl(renewal.ttl))
             }
             ForwardRequest::LeaseTimeToLive { id } => {
+                self.await_applied_committed().await?;
                 let lessor = self.inner.lessor.lock();
                 if !lessor.is_primary() {
                     return Err(ClusterError::NotLeader);
