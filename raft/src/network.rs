@@ -242,11 +242,7 @@ impl RaftPeerService {
     }
 
     fn reply<T: Serialize>(&self, result: &T) -> Result<Response<RaftMessage>, Status> {
-        let data = encode(result).map_err(|e| Status::internal(format!("unencodable reply: {e}")))?;
-        Ok(Response::new(RaftMessage {
-            target: self.id,
-            data,
-        }))
+        reply_message(self.id, result).map(Response::new)
     }
 }
 
@@ -262,6 +258,12 @@ fn check_target(id: NodeId, target: NodeId) -> Result<(), Status> {
 fn decode_request<T: DeserializeOwned>(id: NodeId, msg: &RaftMessage) -> Result<T, Status> {
     check_target(id, msg.target)?;
     decode(&msg.data).map_err(|e| Status::invalid_argument(format!("undecodable request: {e}")))
+}
+
+/// `result`, encoded, as node `id`'s reply.
+fn reply_message<T: Serialize>(id: NodeId, result: &T) -> Result<RaftMessage, Status> {
+    let data = encode(result).map_err(|e| Status::internal(format!("unencodable reply: {e}")))?;
+    Ok(RaftMessage { target: id, data })
 }
 
 /// Hands `rpc` to Raft, noting the leader's contact if it was accepted.
@@ -318,9 +320,7 @@ impl pb::raft_server::Raft for RaftPeerService {
             if let (Some(contact), Ok(Ok(_))) = (&contact, &result) {
                 contact.touch();
             }
-            let data = encode(&result)
-                .map_err(|e| Status::internal(format!("unencodable reply: {e}")))?;
-            Ok(RaftMessage { target: id, data })
+            reply_message(id, &result)
         });
         let failure = futures_util::stream::once(async move {
             failed.lock().unwrap_or_else(|e| e.into_inner()).take()
@@ -366,9 +366,7 @@ impl pb::raft_server::Raft for RaftPeerService {
                     let msg = messages.message().await?.ok_or(None)?;
                     let rpc = decode_request(id, &msg)?;
                     let result = append(&raft, contact.as_deref(), rpc).await;
-                    let data = encode(&result)
-                        .map_err(|e| Status::internal(format!("unencodable reply: {e}")))?;
-                    Ok::<_, Option<Status>>(RaftMessage { target: id, data })
+                    Ok::<_, Option<Status>>(reply_message(id, &result)?)
                 };
                 match reply.await {
                     Ok(reply) => Some((Ok(reply), Some(messages))),

@@ -554,8 +554,13 @@ impl RaftNode {
             ForwardReply::ReadIndex(i) => i,
             other => return Err(fatal(format!("unexpected reply to a read index: {other:?}"))),
         };
+        self.await_applied(Some(index), deadline, "read barrier").await
+    }
+
+    /// Waits until this node has applied `index`, at the latest by `deadline`.
+    async fn await_applied(&self, index: Option<u64>, deadline: Instant, what: &str) -> Result<(), ClusterError> {
         let left = deadline.saturating_duration_since(Instant::now());
-        match self.inner.raft.wait(Some(left)).applied_index_at_least(Some(index), "read barrier").await {
+        match self.inner.raft.wait(Some(left)).applied_index_at_least(index, what).await {
             Ok(_) => Ok(()),
             Err(openraft::metrics::WaitError::Timeout(..)) => Err(ClusterError::Timeout),
             Err(_) => Err(ClusterError::Stopped),
@@ -569,12 +574,7 @@ impl RaftNode {
     /// without this the leader would still report the lease alive.
     async fn await_applied_committed(&self) -> Result<(), ClusterError> {
         let committed = self.inner.raft.metrics().borrow_watched().local_committed.map(|c| c.index);
-        let left = self.deadline().saturating_duration_since(Instant::now());
-        match self.inner.raft.wait(Some(left)).applied_index_at_least(committed, "applied up to the commit").await {
-            Ok(_) => Ok(()),
-            Err(openraft::metrics::WaitError::Timeout(..)) => Err(ClusterError::Timeout),
-            Err(_) => Err(ClusterError::Stopped),
-        }
+        self.await_applied(committed, self.deadline(), "applied up to the commit").await
     }
 
     pub async fn add_member(&self, id: NodeId, peer_urls: Vec<String>, learner: bool) -> Result<Vec<MemberInfo>, ClusterError> {
