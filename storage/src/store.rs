@@ -461,10 +461,32 @@ impl Store {
         self.state.read().leases.infos()
     }
 
-    /// A read at the latest revision, or the one the request names.
+    /// A read at the latest revision, or the one the request names. It may
+    /// wait for a restore to finish; see [`Store::try_point_range`].
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, StorageError> {
         self.check_usable()?;
         let _contents = self.contents.read();
+        self.range_unlocked(req)
+    }
+
+    /// [`Store::range`] for a read of one key (no `range_end`), or `None`
+    /// when the request names a range or a restore holds the store. Such a
+    /// read fetches at most one record and never waits on a lock held for
+    /// longer than one request's apply, so an async caller may run it on
+    /// its own thread; anything else belongs where blocking is allowed.
+    pub fn try_point_range(&self, req: &RangeRequest) -> Option<Result<RangeResponse, StorageError>> {
+        if !req.range_end.is_empty() {
+            return None;
+        }
+        if let Err(e) = self.check_usable() {
+            return Some(Err(e));
+        }
+        let _contents = self.contents.try_read()?;
+        Some(self.range_unlocked(req))
+    }
+
+    /// The read itself; the caller holds `contents` shared.
+    fn range_unlocked(&self, req: &RangeRequest) -> Result<RangeResponse, StorageError> {
         let (plan, revs, count, current) = {
             let st = self.state.read();
             let plan = plan_range(req, st.rev, st.compacted)?;
@@ -1235,6 +1257,28 @@ mod tests {
             ]
         );
         assert_eq!(store.applied_index(), 3);
+    }
+
+    /// The server runs `try_point_range` on its async threads, so it must
+    /// answer exactly as `range` does and step aside for ranges and for a
+    /// restore in progress.
+    #[test]
+    fn point_ranges_answer_as_range_does_and_step_aside_for_ranges_and_restores() {
+        let store = Store::open(Arc::new(MemEngine::new()), cfg()).unwrap();
+        store.apply(1, &put("a", "1")).unwrap();
+        store.apply(2, &put("a", "2")).unwrap();
+        store.apply(3, &WriteRequest::Compact(CompactionRequest { revision: 2, physical: false })).unwrap();
+        for (key, rev) in [("a", 0), ("a", 3), ("missing", 0), ("a", 1), ("a", 9)] {
+            let req = RangeRequest { key: key.into(), revision: rev, ..Default::default() };
+            assert_eq!(store.try_point_range(&req), Some(store.range(&req)), "{key}@{rev}");
+        }
+        let ranged = RangeRequest { key: b"a".to_vec(), range_end: vec![0], ..Default::default() };
+        assert_eq!(store.try_point_range(&ranged), None);
+        let point = RangeRequest { key: b"a".to_vec(), ..Default::default() };
+        let restoring = store.contents.write();
+        assert_eq!(store.try_point_range(&point), None);
+        drop(restoring);
+        assert_eq!(store.try_point_range(&point).unwrap().unwrap().kvs[0].value, b"2");
     }
 
     #[test]
