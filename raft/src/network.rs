@@ -612,6 +612,13 @@ impl Failure {
         }
     }
 
+    /// Whether the connection is suspect after this failure and is to be
+    /// replaced: after anything but a timeout (a slow peer is not a broken
+    /// connection).
+    fn breaks_connection(&self) -> bool {
+        !matches!(self, Failure::Timeout(_))
+    }
+
     fn into_rpc(self, id: NodeId, target: NodeId, action: RPCTypes) -> RPCError<TypeConfig> {
         match self {
             Failure::Timeout(timeout) => RPCError::Timeout(Timeout {
@@ -687,7 +694,7 @@ impl PeerClient {
         let (id, target) = (self.id, self.target);
         let res = self.unary_inner::<Req, Resp, E>(action, pre_vote, rpc, option).await;
         res.map_err(|f| {
-            if matches!(f, Failure::Unreachable(_) | Failure::Network(_)) {
+            if f.breaks_connection() {
                 self.reset();
             }
             f.into_rpc(id, target, action)
@@ -931,7 +938,7 @@ impl PeerClient {
                 }
                 Ok(None) => {}
                 Err(f) => {
-                    if matches!(f, Failure::Unreachable(_) | Failure::Network(_)) {
+                    if f.breaks_connection() {
                         self.reset();
                     }
                     return Err(f.into_rpc(id, target, RPCTypes::AppendEntries));
@@ -1027,7 +1034,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             let (replies, in_flight) = match self.open_stream(input, &option).await {
                 Ok(opened) => opened,
                 Err(f) => {
-                    if !matches!(f, Failure::Timeout(_)) {
+                    if f.breaks_connection() {
                         self.reset();
                     }
                     return Err(f.into_rpc(id, target, action));
@@ -1042,7 +1049,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                         Some((Ok(result), go_on.then_some(reader)))
                     }
                     Err(f) => {
-                        if !matches!(f, Failure::Timeout(_)) {
+                        if f.breaks_connection() {
                             reader.peer.reset();
                         }
                         Some((Err(f.into_rpc(id, target, action)), None))
@@ -1187,7 +1194,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 }
             }
         };
-        if !matches!(failure, Failure::Timeout(_)) {
+        if failure.breaks_connection() {
             self.reset();
         }
         Err(failure.into_streaming(id, target))
