@@ -25,9 +25,9 @@ use crate::record::{seal, unseal};
 /// costs a few MiB of memory.
 pub const DEDUP_WINDOW: u64 = 100_000;
 
-const PREFIX: &[u8] = b"dedup/";
+pub(crate) const PREFIX: &[u8] = b"dedup/";
 /// The first key after every `dedup/` key (`'/' + 1`).
-const PREFIX_END: &[u8] = b"dedup0";
+pub(crate) const PREFIX_END: &[u8] = b"dedup0";
 
 pub(crate) fn key(index: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(PREFIX.len() + 8);
@@ -80,6 +80,19 @@ impl Dedup {
         self.by_index.len()
     }
 
+    /// Every recorded `(index, id)`, in index order, which is key order.
+    pub fn records(&self) -> Vec<(u64, u64)> {
+        self.by_index.iter().map(|(i, id)| (*i, *id)).collect()
+    }
+
+    /// The record [`Dedup::write`] stores for `id` at `index`: key and
+    /// sealed value.
+    pub fn record_bytes(index: u64, id: u64) -> (Vec<u8>, Vec<u8>) {
+        let k = key(index);
+        let v = seal(&k, &id.to_be_bytes());
+        (k, v)
+    }
+
     /// Decides about the entry at `index` carrying `request_id` (0 = none)
     /// without changing anything, so nothing changes if its batch fails.
     /// Ids recorded at or below `index - DEDUP_WINDOW` have left the window.
@@ -100,8 +113,7 @@ impl Dedup {
             batch.delete(Keyspace::Meta, key(*i));
         }
         if let Some(id) = record {
-            let k = key(index);
-            let v = seal(&k, &id.to_be_bytes());
+            let (k, v) = Self::record_bytes(index, id);
             batch.put(Keyspace::Meta, k, v);
         }
     }

@@ -9,8 +9,8 @@
 //! small bookkeeping records plus the dedup window, a few MiB at most) and the
 //! `Kv` records with `main <= r`, provided compaction deletes nothing while the
 //! view is alive. [`Store::snapshot_view`](crate::Store::snapshot_view) copies
-//! the `Meta` records under the apply lock and pauses compaction deletes until
-//! the view is dropped; [`StoreSnapshot::write_to`] scans the `Kv` records
+//! the `Meta` records under the apply lock (the dedup window from memory) and
+//! pauses compaction deletes until the view is dropped; [`StoreSnapshot::write_to`] scans the `Kv` records
 //! lazily, so memory stays bounded whatever the store's size. A restore of the
 //! store itself does remove records a view needs; it bumps a generation
 //! number, and a view taken before it refuses to write (see
@@ -38,6 +38,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
+use crate::dedup::{self, Dedup};
 use crate::engine::{Engine, Keyspace, Scan};
 use crate::error::StorageError;
 use crate::record::{unseal, KvRecord};
@@ -76,8 +77,12 @@ pub struct StoreSnapshot {
     pub(crate) contents: Arc<RwLock<u64>>,
     /// The generation the view was taken in.
     pub(crate) generation: u64,
-    /// Every `Meta` record at the time of the view, verified, in key order.
+    /// Every `Meta` record at the time of the view except the dedup
+    /// window's, verified, in key order.
     pub(crate) meta: Vec<(Vec<u8>, Vec<u8>)>,
+    /// The dedup window at the time of the view, `(index, id)` in index
+    /// order; written out as the `Meta` records the store holds for it.
+    pub(crate) dedup: Vec<(u64, u64)>,
     pub(crate) applied_index: u64,
     pub(crate) revision: i64,
     pub(crate) raft_state: Option<Vec<u8>>,
@@ -96,6 +101,7 @@ impl fmt::Debug for StoreSnapshot {
             .field("applied_index", &self.applied_index)
             .field("revision", &self.revision)
             .field("meta_records", &self.meta.len())
+            .field("dedup_records", &self.dedup.len())
             .field("raft_state_bytes", &self.raft_state.as_ref().map(Vec::len))
             .finish_non_exhaustive()
     }
@@ -115,6 +121,28 @@ impl StoreSnapshot {
         self.raft_state.as_deref()
     }
 
+    /// Calls `f` with every `Meta` record of the view, in key order: what a
+    /// scan of the keyspace at the time of the view would have returned.
+    /// The dedup records' keys form one contiguous run of the key space, so
+    /// they go where such a scan would meet them.
+    pub(crate) fn each_meta_record(
+        &self,
+        f: &mut dyn FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        let split = self.meta.partition_point(|(k, _)| k.as_slice() < dedup::PREFIX);
+        for (k, v) in &self.meta[..split] {
+            f(k, v)?;
+        }
+        for (index, id) in &self.dedup {
+            let (k, v) = Dedup::record_bytes(*index, *id);
+            f(&k, &v)?;
+        }
+        for (k, v) in &self.meta[split..] {
+            f(k, v)?;
+        }
+        Ok(())
+    }
+
     /// Streams the snapshot to `w` (buffered here; pass the sink directly).
     /// Every record is verified as it is read. A restore of the store waits
     /// for a `write_to` in progress; a view taken before a restore fails with
@@ -127,9 +155,7 @@ impl StoreSnapshot {
             return Err(StorageError::Compacted);
         }
         let mut out = FrameWriter::new(w)?;
-        for (k, v) in &self.meta {
-            out.frame(FRAME_META, k, v)?;
-        }
+        self.each_meta_record(&mut |k, v| out.frame(FRAME_META, k, v))?;
         let end = Revision::new(self.revision + 1, 0).to_key();
         self.engine.scan(Keyspace::Kv, &[], Some(&end), &mut |k, v| {
             unseal(k, v)?;
