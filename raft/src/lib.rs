@@ -68,7 +68,11 @@
 //!   full purge the last log id is the purged id.
 //! - A failed write or sync poisons the store: every later call fails (the
 //!   durability of earlier writes is then unknown).
+//! - Every entry in the in-memory [`entry_cache`] is the entry the store
+//!   holds at its index: entries leave it before a truncation or purge
+//!   deletes them and enter it after their append is written.
 
+pub mod entry_cache;
 pub mod error;
 pub mod lessor;
 pub mod log_store;

@@ -27,6 +27,7 @@ use rocksdb::{
 };
 use serde::de::DeserializeOwned;
 
+use crate::entry_cache::{CacheLimits, EntryCache, DEFAULT_LIMITS};
 use crate::error::LogStoreError;
 use crate::record;
 use crate::types::{Entry, IoFlushed, LogId, LogState, TypeConfig, Vote};
@@ -78,11 +79,15 @@ fn index_bounds(range: &impl RangeBounds<u64>) -> Option<(u64, Option<u64>)> {
     Some((start, end))
 }
 
-/// The database and the poison flag, shared by the store, its readers and
-/// the sync thread.
+/// The database, the cache of its newest entries and the poison flag,
+/// shared by the store, its readers and the sync thread.
 struct Shared {
     db: DB,
     dir: PathBuf,
+    /// The newest entries, as `logs` holds them. Filled by `append` once the
+    /// batch is written; emptied of entries before `truncate` or `purge`
+    /// deletes them. Held only for in-memory work, never across RocksDB.
+    cache: parking_lot::Mutex<EntryCache>,
     /// Set by the first failed write or WAL sync; from then on every
     /// operation fails. Like fsync failures generally, a failed sync means
     /// the durability of earlier writes is unknown, so nothing is trusted.
@@ -143,7 +148,8 @@ impl Shared {
 
     /// Entries with index in `[start, end)`, in order, verified. With a
     /// `budget`, stops after the entry that brings the bytes read to it.
-    /// One iterator, so one consistent point-in-time view.
+    /// From the cache when it holds the whole range, else from one RocksDB
+    /// iterator, so one consistent point-in-time view.
     fn read_entries(
         &self,
         start: u64,
@@ -153,6 +159,11 @@ impl Shared {
         self.healthy()?;
         if end.is_some_and(|end| start >= end) {
             return Ok(Vec::new());
+        }
+        if let Some(end) = end {
+            if let Some(cached) = self.cache.lock().read(start, end, budget) {
+                return Ok(cached);
+            }
         }
         let mut opts = ReadOptions::default();
         if let Some(end) = end {
@@ -323,6 +334,15 @@ impl RocksLogStore {
     /// process holds it open, if it was written in an unknown format, or if
     /// its last entry or metadata is corrupt.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, LogStoreError> {
+        Self::open_with_cache(dir, DEFAULT_LIMITS)
+    }
+
+    /// [`open`](Self::open) with the bounds of the in-memory cache of the
+    /// newest entries (tests use small ones to read past it).
+    pub fn open_with_cache(
+        dir: impl AsRef<Path>,
+        cache: CacheLimits,
+    ) -> Result<Self, LogStoreError> {
         let dir = dir.as_ref().to_path_buf();
 
         let mut table = BlockBasedOptions::default();
@@ -376,6 +396,7 @@ impl RocksLogStore {
         let shared = Arc::new(Shared {
             db,
             dir,
+            cache: parking_lot::Mutex::new(EntryCache::new(cache)),
             poison: OnceLock::new(),
         });
 
@@ -467,6 +488,7 @@ impl RocksLogStore {
         let logs = self.shared.cf(CF_LOGS);
         let mut batch = WriteBatch::default();
         let mut range: Option<(u64, u64)> = None;
+        let mut written: Vec<(Entry, usize)> = Vec::new();
         for entry in entries {
             let index = entry.index();
             range = match range {
@@ -479,7 +501,9 @@ impl RocksLogStore {
                 }
             };
             let key = index_key(index);
-            batch.put_cf(logs, key, record::encode(&key, &entry)?);
+            let value = record::encode(&key, &entry)?;
+            batch.put_cf(logs, key, &value);
+            written.push((entry, value.len()));
         }
         if let Some((first, last)) = range {
             if let Some(purged) = self.purged_index {
@@ -496,10 +520,16 @@ impl RocksLogStore {
                     )));
                 }
             }
+            // An overwritten tail leaves the cache before RocksDB changes.
+            self.shared.cache.lock().remove_from(first);
             // Not synced here: readable on return, durable when the sync
             // thread's next SyncWAL completes, which is when `callback` fires.
             self.shared.write(batch, false)?;
             self.last_index = Some(self.last_index.map_or(last, |c| c.max(last)));
+            let mut cache = self.shared.cache.lock();
+            for (entry, stored_bytes) in written {
+                cache.push(entry, stored_bytes);
+            }
         }
         // Even an empty append goes through the queue, so callbacks
         // complete in the order of the appends.
@@ -549,6 +579,7 @@ impl RocksLogStore {
         if self.last_index.is_none_or(|last| last < from) {
             return Ok(());
         }
+        self.shared.cache.lock().remove_from(from);
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(self.shared.cf(CF_LOGS), &index_key(from)[..], &LOG_END[..]);
         // Not synced: see the crate docs (durable no later than the next
@@ -564,6 +595,7 @@ impl RocksLogStore {
                 return Ok(());
             }
         }
+        self.shared.cache.lock().remove_upto(upto.index);
         let mut batch = WriteBatch::default();
         let logs = self.shared.cf(CF_LOGS);
         match upto.index.checked_add(1) {

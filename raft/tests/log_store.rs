@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use cairn_raft::openraft;
 use cairn_raft::types::{Entry, EntryPayload, LogId, Membership, StoredMembership, Vote};
+use cairn_raft::entry_cache::CacheLimits;
 use cairn_raft::{Member, RaftRequest, RaftResponse, RocksLogStore, TypeConfig};
 use futures_util::{Stream, StreamExt};
 use openraft::entry::RaftEntry;
@@ -190,6 +191,28 @@ impl StoreBuilder<TypeConfig, RocksLogStore, TestStateMachine, tempfile::TempDir
     }
 }
 
+/// Like [`RocksBuilder`], with an entry cache of three entries, so the
+/// suite's reads are served partly from the cache and partly from RocksDB.
+struct TinyCacheBuilder;
+
+const TINY_CACHE: CacheLimits = CacheLimits {
+    max_entries: 3,
+    max_bytes: 1 << 20,
+};
+
+impl StoreBuilder<TypeConfig, RocksLogStore, TestStateMachine, tempfile::TempDir>
+    for TinyCacheBuilder
+{
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, RocksLogStore, TestStateMachine), StorageError<TypeConfig>>
+    {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = RocksLogStore::open_with_cache(dir.path(), TINY_CACHE).expect("open log store");
+        Ok((dir, store, TestStateMachine::default()))
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openraft_storage_suite() {
     let started = Instant::now();
@@ -203,6 +226,19 @@ async fn openraft_storage_suite() {
     .await
     .expect("openraft storage suite");
     println!("openraft storage suite passed in {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openraft_storage_suite_with_a_tiny_entry_cache() {
+    bounded(Suite::<
+        TypeConfig,
+        RocksLogStore,
+        TestStateMachine,
+        TinyCacheBuilder,
+        tempfile::TempDir,
+    >::test_all(TinyCacheBuilder))
+    .await
+    .expect("openraft storage suite");
 }
 
 // ---------------------------------------------------------------------------
@@ -437,6 +473,83 @@ async fn limited_reads_stay_within_the_byte_budget() {
             .is_empty());
         // try_get_log_entries is never limited.
         assert_eq!(reader.try_get_log_entries(1..11).await.unwrap().len(), 10);
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------
+// Entry cache
+// ---------------------------------------------------------------------------
+
+/// The in-memory cache of the newest entries never changes what a read
+/// returns: two stores get the same random appends (with overwritten
+/// tails), truncations and purges, one with no cache (every read from
+/// RocksDB) and one with a small cache, and every read is compared.
+#[tokio::test]
+async fn reads_through_the_entry_cache_match_reads_from_rocksdb() {
+    bounded(async {
+        let seed: u64 = rand::random();
+        println!("seed {seed}");
+        let mut rng = StdRng::seed_from_u64(seed);
+        let (plain_dir, cached_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let none = CacheLimits {
+            max_entries: 0,
+            max_bytes: 0,
+        };
+        let small = CacheLimits {
+            max_entries: 12,
+            max_bytes: 1 << 20,
+        };
+        let mut plain = RocksLogStore::open_with_cache(plain_dir.path(), none).unwrap();
+        let mut cached = RocksLogStore::open_with_cache(cached_dir.path(), small).unwrap();
+        let (mut first, mut last, mut term) = (1u64, 0u64, 1u64);
+        for step in 0..600 {
+            match rng.random_range(0..10) {
+                0 if last >= first => {
+                    let after = rng.random_range(first - 1..=last);
+                    let id = Some(log_id(term, after)).filter(|_| after > 0);
+                    plain.truncate_after(id.clone()).await.unwrap();
+                    cached.truncate_after(id).await.unwrap();
+                    last = after;
+                }
+                1 if last >= first => {
+                    let upto = rng.random_range(first..=last.min(first + 5));
+                    plain.purge(log_id(term, upto)).await.unwrap();
+                    cached.purge(log_id(term, upto)).await.unwrap();
+                    first = upto + 1;
+                }
+                _ => {
+                    // Either continue the log or overwrite part of its tail
+                    // with a newer term, as a follower does after a conflict.
+                    let from = if last >= first && rng.random_bool(0.2) {
+                        term += 1;
+                        rng.random_range(first..=last)
+                    } else {
+                        last + 1
+                    };
+                    let n = rng.random_range(1..=6);
+                    let entries: Vec<Entry> = (from..from + n).map(|i| normal(term, i)).collect();
+                    append(&mut plain, entries.clone()).await;
+                    append(&mut cached, entries).await;
+                    last = last.max(from + n - 1);
+                }
+            }
+            for _ in 0..4 {
+                let start = rng.random_range(first.saturating_sub(2)..=last + 2);
+                let end = rng.random_range(start..=last + 3);
+                let want = plain.try_get_log_entries(start..end).await.unwrap();
+                let got = cached.try_get_log_entries(start..end).await.unwrap();
+                assert_eq!(got, want, "step {step}: entries {start}..{end}");
+                let want = plain.limited_get_log_entries(start, end).await.unwrap();
+                let got = cached.limited_get_log_entries(start, end).await.unwrap();
+                assert_eq!(got, want, "step {step}: limited {start}..{end}");
+            }
+        }
+        // The two stores hold the same log, whatever the cache served.
+        assert_eq!(
+            cached.try_get_log_entries(..).await.unwrap(),
+            plain.try_get_log_entries(..).await.unwrap()
+        );
     })
     .await
 }
