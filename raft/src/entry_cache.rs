@@ -27,8 +27,9 @@ pub struct CacheLimits {
     pub max_bytes: usize,
 }
 
-/// The log store's default: a few seconds of entries at full write rate,
-/// so replication and apply of a healthy cluster never read RocksDB.
+/// The log store's default: 1.5 s of entries at 10,000 puts/s of 256-byte
+/// values, far more than a healthy follower or the state machine lags, so
+/// their reads do not reach RocksDB.
 pub const DEFAULT_LIMITS: CacheLimits = CacheLimits {
     max_entries: 16_384,
     max_bytes: 8 << 20,
