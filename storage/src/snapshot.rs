@@ -10,8 +10,9 @@
 //! `Kv` records with `main <= r`, provided compaction deletes nothing while the
 //! view is alive. [`Store::snapshot_view`](crate::Store::snapshot_view) copies
 //! the `Meta` records under the apply lock (the dedup window from memory) and
-//! pauses compaction deletes until the view is dropped; [`StoreSnapshot::write_to`] scans the `Kv` records
-//! lazily, so memory stays bounded whatever the store's size. A restore of the
+//! pauses compaction deletes until the view is dropped;
+//! [`StoreSnapshot::write_to`] scans the `Kv` records lazily, so memory stays
+//! bounded whatever the store's size. A restore of the
 //! store itself does remove records a view needs; it bumps a generation
 //! number, and a view taken before it refuses to write (see
 //! [`StoreSnapshot::write_to`]).
