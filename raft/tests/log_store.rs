@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use cairn_raft::openraft;
 use cairn_raft::types::{Entry, EntryPayload, LogId, Membership, StoredMembership, Vote};
-use cairn_raft::entry_cache::CacheLimits;
+use cairn_raft::entry_cache::{CacheLimits, DEFAULT_LIMITS};
 use cairn_raft::{Member, RaftRequest, RaftResponse, RocksLogStore, TypeConfig};
 use futures_util::{Stream, StreamExt};
 use openraft::entry::RaftEntry;
@@ -176,9 +176,10 @@ impl RaftStateMachine<TypeConfig> for TestStateMachine {
     }
 }
 
-/// Builds a fresh `RocksLogStore` in a temporary directory (kept alive by the
-/// returned guard) for every suite case.
-struct RocksBuilder;
+/// Builds a fresh `RocksLogStore` with the given entry-cache bounds in a
+/// temporary directory (kept alive by the returned guard) for every suite
+/// case.
+struct RocksBuilder(CacheLimits);
 
 impl StoreBuilder<TypeConfig, RocksLogStore, TestStateMachine, tempfile::TempDir> for RocksBuilder {
     async fn build(
@@ -186,35 +187,13 @@ impl StoreBuilder<TypeConfig, RocksLogStore, TestStateMachine, tempfile::TempDir
     ) -> Result<(tempfile::TempDir, RocksLogStore, TestStateMachine), StorageError<TypeConfig>>
     {
         let dir = tempfile::tempdir().expect("temp dir");
-        let store = RocksLogStore::open(dir.path()).expect("open log store");
+        let store = RocksLogStore::open_with_cache(dir.path(), self.0).expect("open log store");
         Ok((dir, store, TestStateMachine::default()))
     }
 }
 
-/// Like [`RocksBuilder`], with an entry cache of three entries, so the
-/// suite's reads are served partly from the cache and partly from RocksDB.
-struct TinyCacheBuilder;
-
-const TINY_CACHE: CacheLimits = CacheLimits {
-    max_entries: 3,
-    max_bytes: 1 << 20,
-};
-
-impl StoreBuilder<TypeConfig, RocksLogStore, TestStateMachine, tempfile::TempDir>
-    for TinyCacheBuilder
-{
-    async fn build(
-        &self,
-    ) -> Result<(tempfile::TempDir, RocksLogStore, TestStateMachine), StorageError<TypeConfig>>
-    {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let store = RocksLogStore::open_with_cache(dir.path(), TINY_CACHE).expect("open log store");
-        Ok((dir, store, TestStateMachine::default()))
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn openraft_storage_suite() {
+/// Runs openraft's storage suite against stores with these cache bounds.
+async fn storage_suite(cache: CacheLimits) {
     let started = Instant::now();
     bounded(Suite::<
         TypeConfig,
@@ -222,23 +201,26 @@ async fn openraft_storage_suite() {
         TestStateMachine,
         RocksBuilder,
         tempfile::TempDir,
-    >::test_all(RocksBuilder))
+    >::test_all(RocksBuilder(cache)))
     .await
     .expect("openraft storage suite");
-    println!("openraft storage suite passed in {:?}", started.elapsed());
+    println!("openraft storage suite passed in {:?} with {cache:?}", started.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openraft_storage_suite() {
+    storage_suite(DEFAULT_LIMITS).await
+}
+
+/// With an entry cache of three entries, the suite's reads are served
+/// partly from the cache and partly from RocksDB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openraft_storage_suite_with_a_tiny_entry_cache() {
-    bounded(Suite::<
-        TypeConfig,
-        RocksLogStore,
-        TestStateMachine,
-        TinyCacheBuilder,
-        tempfile::TempDir,
-    >::test_all(TinyCacheBuilder))
+    storage_suite(CacheLimits {
+        max_entries: 3,
+        max_bytes: 1 << 20,
+    })
     .await
-    .expect("openraft storage suite");
 }
 
 // ---------------------------------------------------------------------------
