@@ -205,6 +205,9 @@ pub struct RaftPeerService {
     /// Where received snapshots are spooled (the state machine's snapshot dir).
     snapshot_dir: PathBuf,
     forward: Option<std::sync::Arc<dyn ForwardHandler>>,
+    /// Before this moment the node refuses (pre-)votes other than a
+    /// leadership transfer's (see [`RaftPeerService::with_votes_closed_until`]).
+    votes_closed_until: Option<tokio::time::Instant>,
 }
 
 impl RaftPeerService {
@@ -217,7 +220,28 @@ impl RaftPeerService {
         snapshot_dir: PathBuf,
         forward: Option<std::sync::Arc<dyn ForwardHandler>>,
     ) -> Self {
-        Self { id, raft, snapshot_dir, forward, leader_contact: None }
+        Self { id, raft, snapshot_dir, forward, leader_contact: None, votes_closed_until: None }
+    }
+
+    /// Refuses Vote and PreVote requests until `until`, except a leadership
+    /// transfer's, with `Unavailable`. A restarted member uses it to keep
+    /// the follower lease it gave a leader before the restart, which
+    /// openraft keeps only in memory and which the leader's lease reads
+    /// rely on (`RaftNode::read_policy`).
+    pub fn with_votes_closed_until(mut self, until: Option<tokio::time::Instant>) -> Self {
+        self.votes_closed_until = until;
+        self
+    }
+
+    /// The refusal of `rpc` if votes are still closed.
+    fn check_votes_open(&self, rpc: &VoteRequest<TypeConfig>) -> Result<(), Status> {
+        match self.votes_closed_until {
+            Some(until) if !rpc.leadership_transfer && tokio::time::Instant::now() < until => Err(Status::unavailable(format!(
+                "node {} restarted and grants no vote for one election timeout",
+                self.id
+            ))),
+            _ => Ok(()),
+        }
     }
 
     /// Records the time of each AppendEntries received in `contact`.
@@ -331,11 +355,13 @@ impl pb::raft_server::Raft for RaftPeerService {
 
     async fn vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let rpc: VoteRequest<TypeConfig> = self.request(req.get_ref())?;
+        self.check_votes_open(&rpc)?;
         self.reply(&self.raft.vote(rpc).await)
     }
 
     async fn pre_vote(&self, req: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         let rpc: VoteRequest<TypeConfig> = self.request(req.get_ref())?;
+        self.check_votes_open(&rpc)?;
         self.reply(&self.raft.pre_vote(rpc).await)
     }
 

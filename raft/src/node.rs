@@ -46,7 +46,8 @@ use cairn_api::etcdserverpb::{LeaseCheckpoint, LeaseCheckpointRequest, LeaseRevo
 use cairn_storage::{StorageError, Store, WriteRequest, WriteResponse};
 use openraft::errors::{ChangeMembershipError, ClientWriteError, LinearizableReadError, RaftError};
 use openraft::async_runtime::watch::WatchReceiver;
-use openraft::{ChangeMembers, Config, Instant as _, ReadPolicy, ServerState, SnapshotPolicy};
+use openraft::storage::RaftLogReader as _;
+use openraft::{ChangeMembers, Config, Instant as _, LinearizerOption, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::time::Instant;
@@ -216,6 +217,14 @@ struct Inner {
     membership_turn: tokio::sync::Mutex<()>,
     /// Orders lease checkpoints in the log (see [`RaftNode::clear_lease_checkpoint`]).
     checkpoint_turn: tokio::sync::Mutex<()>,
+    /// Until when this member, restarted with a vote it may have given a
+    /// leader, neither campaigns nor grants votes (see
+    /// [`RaftNode::read_policy`]); `None` for a member that never voted.
+    votes_open_at: Option<Instant>,
+    /// How old the last quorum acknowledgement of this leader's messages
+    /// may be for a linearizable read to skip a heartbeat round (see
+    /// [`RaftNode::read_policy`]).
+    read_lease: Duration,
 }
 
 /// A forwarded call whose transport failed: it is unknown whether it
@@ -232,6 +241,23 @@ fn forward_failed(deadline: Instant) -> ClusterError {
 
 fn fatal<E: std::fmt::Display>(e: E) -> ClusterError {
     ClusterError::Fatal(e.to_string())
+}
+
+/// Lets a restarted member campaign again once it has kept the leader
+/// lease it may have given before the restart: at `at` (one election
+/// timeout after it started), or at once when it turns out to be the only
+/// voter, whom no other member's leadership can depend on.
+async fn enable_elections(raft: CairnRaft, at: Instant, lease: Duration) {
+    // The first metrics openraft reports carry the membership it recovered.
+    let recovered = raft
+        .wait(Some(lease))
+        .metrics(|m| m.membership_config.membership().voter_ids().next().is_some(), "membership recovered")
+        .await;
+    let alone = recovered.is_ok_and(|m| m.membership_config.membership().voter_ids().count() == 1);
+    if !alone {
+        tokio::time::sleep_until(at).await;
+    }
+    raft.runtime_config().elect(true);
 }
 
 impl RaftNode {
@@ -267,16 +293,29 @@ impl RaftNode {
             snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_count.max(1)),
             max_in_snapshot_log_to_keep: cfg.snapshot_catchup_entries,
             enable_pre_vote: Some(true),
+            // Until `votes_open_at` below has decided whether this member
+            // must sit out its leader lease first.
+            enable_elect: false,
             ..Default::default()
         };
         let config = Arc::new(config.validate().map_err(fatal)?);
-        let log_store = RocksLogStore::open(&cfg.log_dir).map_err(fatal)?;
+        let mut log_store = RocksLogStore::open(&cfg.log_dir).map_err(fatal)?;
+        let restarted = log_store.read_vote().await.map_err(fatal)?.is_some_and(|v| v.leader_id.term > 0);
+        let lease = Duration::from_millis(election);
+        let votes_open_at = restarted.then(|| Instant::now() + lease);
         let mut sm = StateMachine::open(store.clone(), cfg.snapshot_dir.clone()).map_err(fatal)?;
         if let Some(observer) = observer {
             sm = sm.with_observer(observer);
         }
         let network = PeerNetwork::new(cfg.id);
         let raft = CairnRaft::new(cfg.id, config, network.clone(), log_store, sm).await.map_err(fatal)?;
+        match votes_open_at {
+            None => raft.runtime_config().elect(true),
+            Some(at) => {
+                tokio::spawn(enable_elections(raft.clone(), at, lease));
+            }
+        }
+        let read_lease = lease / 2;
         let leader_contact = Arc::default();
         let lessor = Default::default();
         let forwarder = Forwarder::start(network.clone());
@@ -290,6 +329,8 @@ impl RaftNode {
             lessor,
             membership_turn: Default::default(),
             checkpoint_turn: Default::default(),
+            votes_open_at,
+            read_lease,
         }) };
         tokio::spawn(node.clone().run_lessor());
         Ok(node)
@@ -300,6 +341,7 @@ impl RaftNode {
         let handler: Arc<dyn ForwardHandler> = Arc::new(self.clone());
         RaftPeerService::new(self.id(), self.inner.raft.clone(), self.inner.cfg.snapshot_dir.clone(), Some(handler))
             .with_leader_contact(self.inner.leader_contact.clone())
+            .with_votes_closed_until(self.inner.votes_open_at)
             .into_server()
     }
 
@@ -775,6 +817,29 @@ impl RaftNode {
         }
     }
 
+    /// How the leader confirms a linearizable read: from its lease when a
+    /// quorum has acknowledged heartbeats (or appends) sent less than
+    /// `read_lease`, half an election timeout, ago; otherwise with a new
+    /// heartbeat round, as ReadIndex does, waited for up to one election
+    /// timeout. The round is most of what a lone client's linearizable
+    /// read costs (`bench/README.md`).
+    ///
+    /// Why the lease is sound: a member that accepts a leader's message
+    /// grants no vote and starts no (pre-)vote for one election timeout
+    /// after receiving it (openraft's follower lease). A message is
+    /// stamped when sent, so once a quorum has acknowledged messages sent
+    /// at `t`, no other leader can win before `t` + one election timeout,
+    /// and until `t` + half of it this leader is the only one. The other
+    /// half is the margin for members' clocks running at different rates.
+    /// A restarted member has lost the lease it kept in memory, so it
+    /// keeps it by waiting ([`enable_elections`], and its peer service
+    /// refuses votes until `votes_open_at`). A leadership transfer's vote
+    /// ignores leases, but a leader that starts a transfer answers no more
+    /// reads.
+    fn read_policy(&self) -> LinearizerOption {
+        LinearizerOption::new(Some(self.inner.read_lease), true)
+    }
+
     /// Runs a call that must execute on the leader, here. Answers
     /// `NotLeader` when this node does not lead (any more).
     async fn handle_local(&self, req: ForwardRequest) -> ForwardResult {
@@ -784,7 +849,7 @@ impl RaftNode {
                 Ok(resp) => Ok(ForwardReply::Proposed(resp.data)),
                 Err(e) => Err(write_error(e)),
             },
-            ForwardRequest::ReadIndex => match raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            ForwardRequest::ReadIndex => match raft.ensure_linearizable(self.read_policy()).await {
                 Ok(read_log_id) => Ok(ForwardReply::ReadIndex(read_log_id.index())),
                 Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(_))) => Err(ClusterError::NotLeader),
                 Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => Err(ClusterError::NotLeader),

@@ -112,7 +112,7 @@ fn config(snapshot_policy: SnapshotPolicy) -> Arc<Config> {
 }
 
 async fn start_node(id: u64, config: Arc<Config>) -> Node {
-    start_node_serving(id, config, false).await
+    start_node_serving(id, config, false, None).await
 }
 
 /// A node whose peer service lacks the `StreamAppend` and `Heartbeat` calls
@@ -152,7 +152,12 @@ impl RaftRpc for WithoutStreams {
     }
 }
 
-async fn start_node_serving(id: u64, config: Arc<Config>, without_streams: bool) -> Node {
+async fn start_node_serving(
+    id: u64,
+    config: Arc<Config>,
+    without_streams: bool,
+    votes_closed_until: Option<tokio::time::Instant>,
+) -> Node {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -163,7 +168,7 @@ async fn start_node_serving(id: u64, config: Arc<Config>, without_streams: bool)
     let raft = CairnRaft::new(id, config, PeerNetwork::new(id), log, sm)
         .await
         .expect("raft starts");
-    let service = RaftPeerService::new(id, raft.clone(), snap_dir, None);
+    let service = RaftPeerService::new(id, raft.clone(), snap_dir, None).with_votes_closed_until(votes_closed_until);
     let router = if without_streams {
         tonic::transport::Server::builder().add_service(RaftServer::new(WithoutStreams(service)))
     } else {
@@ -519,6 +524,50 @@ async fn transport_failures_map_to_openraft_errors() {
     .await
 }
 
+/// A peer service with votes closed (a restarted member keeping the lease
+/// it may have given a leader) refuses Vote and PreVote with `Unavailable`
+/// until the moment given, but answers a leadership transfer's vote; after
+/// that moment it answers every vote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_votes_closed_answers_only_a_transfer_until_they_open() {
+    use cairn_raft::types::Vote;
+    use openraft::errors::RPCError;
+    use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+    use openraft::raft::VoteRequest;
+
+    bounded(async {
+        let mut net = PeerNetwork::new(1);
+        let option = RPCOption::new(Duration::from_millis(2000));
+        let open_at = tokio::time::Instant::now() + Duration::from_millis(1500);
+        let mut n = start_node_serving(2, config(SnapshotPolicy::Never), false, Some(open_at)).await;
+        let mut c = net.new_client(2, &n.member()).await;
+        let vote = |term| VoteRequest::<TypeConfig>::new(Vote::new(term, 1), None);
+        let refused = |r: Result<_, RPCError<TypeConfig>>, what: &str| match r {
+            Err(RPCError::Unreachable(e)) if e.to_string().contains("grants no vote") => println!("{what}: {e}"),
+            other => panic!("{what}: expected a refusal, got {other:?}"),
+        };
+        refused(c.vote(vote(1), option.clone()).await, "vote");
+        refused(c.pre_vote(vote(1), option.clone()).await, "pre-vote");
+        assert!(tokio::time::Instant::now() < open_at, "the refusals came too late to test anything");
+        assert_eq!(n.metrics().current_term, 0, "a refused vote reached Raft");
+
+        let mut transfer = vote(2);
+        transfer.leadership_transfer = true;
+        let resp = c.vote(transfer, option.clone()).await.expect("a transfer's vote is answered");
+        println!("transfer vote: {resp}");
+        assert!(resp.is_granted_to(&Vote::new(2, 1)), "{resp}");
+
+        tokio::time::sleep_until(open_at).await;
+        let resp = c.pre_vote(vote(3), option.clone()).await.expect("pre-vote answered once open");
+        println!("pre-vote after opening: {resp}");
+        let resp = c.vote(vote(3), option.clone()).await.expect("vote answered once open");
+        println!("vote after opening: {resp}");
+        assert!(resp.is_granted_to(&Vote::new(3, 1)), "{resp}");
+        n.kill().await;
+    })
+    .await
+}
+
 /// An AppendEntries with no entries from leader 1 in term 1.
 fn empty_append() -> openraft::raft::AppendEntriesRequest<TypeConfig> {
     openraft::raft::AppendEntriesRequest {
@@ -697,7 +746,7 @@ async fn a_follower_without_the_stream_calls_is_sent_unary_calls() {
         let mut nodes = vec![
             start_node(1, config.clone()).await,
             start_node(2, config.clone()).await,
-            start_node_serving(3, config, true).await,
+            start_node_serving(3, config, true, None).await,
         ];
         let members: BTreeMap<u64, Member> = nodes.iter().map(|n| (n.id, n.member())).collect();
         nodes[0].raft.initialize(members).await.expect("initialize");

@@ -423,6 +423,109 @@ async fn move_leader_hands_over_leadership() {
     l.put("moved", "v", None).await.unwrap();
 }
 
+/// A leader answers linearizable reads from its lease, which rests on each
+/// member refusing votes for one election timeout after hearing from it.
+/// A member restarted with a vote it may have given keeps that promise
+/// across the restart: it refuses (pre-)votes on its peer URL for one
+/// election timeout (here 3 s) after starting, then answers them. A member
+/// that never restarted answers at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_member_grants_no_vote_for_one_election_timeout() {
+    use cairn_raft::openraft::errors::RPCError;
+    use cairn_raft::openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+    use cairn_raft::openraft::raft::VoteRequest;
+    use cairn_raft::types::{Member, TypeConfig, Vote};
+
+    let election = Duration::from_secs(3);
+    let mut cluster = Cluster::start(3, &["--election-timeout", "3000"]);
+    let leader = agreed_leader(&cluster, Duration::from_secs(20)).await;
+    let follower = (member_index(&cluster, leader).await + 1) % 3;
+    let id = id_of(&cluster.members[follower].endpoint()).await;
+    let member = Member { peer_urls: vec![cluster.members[follower].peer_url()], ..Default::default() };
+    let mut net = cairn_raft::PeerNetwork::new(1);
+    let option = RPCOption::new(Duration::from_secs(2));
+    // From a node unknown to the cluster, in term 1: never granted, but
+    // answered or refused, which is all this test looks at.
+    let pre_vote = VoteRequest::<TypeConfig>::new(Vote::new(1, 1), None);
+    let answered = |r: &Result<_, RPCError<TypeConfig>>| match r {
+        Ok(_) => true,
+        Err(RPCError::Unreachable(e)) if e.to_string().contains("grants no vote") => false,
+        Err(e) => panic!("neither answered nor refused: {e}"),
+    };
+
+    let mut c = net.new_client(id, &member).await;
+    assert!(answered(&c.pre_vote(pre_vote.clone(), option.clone()).await), "a member that never restarted");
+
+    cluster.members[follower].kill9();
+    let started = Instant::now();
+    cluster.members[follower].restart();
+    println!("member {id} restarted and healthy after {:?}", started.elapsed());
+    let mut c = net.new_client(id, &member).await;
+    let r = c.pre_vote(pre_vote.clone(), option.clone()).await;
+    assert!(started.elapsed() < election, "the restart took longer than the election timeout");
+    assert!(!answered(&r), "a restarted member answered a pre-vote at once: {r:?}");
+    loop {
+        let r = c.pre_vote(pre_vote.clone(), option.clone()).await;
+        if answered(&r) {
+            break;
+        }
+        assert!(started.elapsed() < election + Duration::from_secs(5), "votes never opened");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("votes opened {:?} after the restart began", started.elapsed());
+    assert!(started.elapsed() >= election, "votes opened before one election timeout had passed");
+    let mut l = connect(&cluster.members[follower].endpoint()).await;
+    l.put("after-restart", "v", None).await.unwrap();
+}
+
+/// A restarted member does not campaign either for one election timeout
+/// after it starts (openraft would at once: it forgets when it last heard
+/// from the leader). The leader is stopped (SIGSTOP) long enough for the
+/// third member's lease to run out, then a follower is killed and started
+/// again: had it campaigned at once, the third member would have elected
+/// it well within the election timeout. The stopped leader then resumes,
+/// finds a newer term and the cluster agrees on one leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_member_starts_no_election_for_one_election_timeout() {
+    let election = Duration::from_secs(3);
+    let mut cluster = Cluster::start(3, &["--election-timeout", "3000"]);
+    let leader = agreed_leader(&cluster, Duration::from_secs(20)).await;
+    let l = member_index(&cluster, leader).await;
+    let (f, g) = ((l + 1) % 3, (l + 2) % 3);
+    let leader_pid = cluster.members[l].pid().unwrap();
+    common::signal(leader_pid, "STOP");
+    // The third member's lease (3 s after the leader's last message) runs
+    // out; its own election starts only 4.5-6 s after that message.
+    tokio::time::sleep(election + Duration::from_millis(300)).await;
+    cluster.members[f].kill9();
+    let began = Instant::now();
+    cluster.members[f].spawn_only();
+    let elected = loop {
+        let mut seen = Vec::new();
+        for i in [f, g] {
+            let status = async {
+                let mut c = Client::connect([cluster.members[i].endpoint()], opts()).await.ok()?;
+                tokio::time::timeout(Duration::from_secs(1), c.status()).await.ok()?.ok()
+            };
+            if let Some(s) = status.await {
+                seen.push(s.leader());
+            }
+        }
+        if let Some(new) = seen.into_iter().find(|&id| id != 0 && id != leader) {
+            break (new, began.elapsed());
+        }
+        assert!(began.elapsed() < Duration::from_secs(20), "no new leader within 20 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    common::signal(leader_pid, "CONT");
+    println!("member {} elected {:?} after the restart began", elected.0, elected.1);
+    assert!(elected.1 >= election, "a leader was elected {:?} after the restart, within the election timeout", elected.1);
+    let settled = agreed_leader(&cluster, Duration::from_secs(20)).await;
+    assert_ne!(settled, leader, "the stopped leader kept its leadership");
+    let mut c = connect(&cluster.members[l].endpoint()).await;
+    c.put("after-stop", "v", None).await.unwrap();
+}
+
 /// Linearizability smoke test: writers increment per-key counters through
 /// every member; a linearizable read, through any member, never returns a
 /// value older than one acknowledged before the read started.
