@@ -582,6 +582,61 @@ async fn linearizable_reads_never_go_back_in_time() {
     assert!(writes > 50 && reads > 50, "{writes} writes, {reads} reads");
 }
 
+/// Many writes at once through every member: the leader hands them to
+/// Raft in groups, and each caller must still get its own write's answer.
+/// Every put's revision is the one its key was written at, and every
+/// overwrite's `prev_kv` is its own key's first value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writes_each_get_their_own_answer() {
+    let cluster = Cluster::start(3, &[]);
+    agreed_leader(&cluster, Duration::from_secs(10)).await;
+    const WRITERS: usize = 300;
+    let mut clients = Vec::new();
+    for ep in cluster.endpoints() {
+        for _ in 0..2 {
+            clients.push(connect(&ep).await);
+        }
+    }
+    let round = |overwrite: bool| {
+        let clients = clients.clone();
+        async move {
+            let tasks: Vec<_> = (0..WRITERS)
+                .map(|i| {
+                    let mut c = clients[i % clients.len()].clone();
+                    tokio::spawn(async move {
+                        let (key, value) = (format!("group/{i:03}"), format!("{i}-{overwrite}"));
+                        let opts = overwrite.then(|| etcd_client::PutOptions::new().with_prev_key());
+                        let r = c.put(key, value, opts).await.unwrap();
+                        let prev = r.prev_key().map(|kv| kv.value_str().unwrap().to_string());
+                        (r.header().unwrap().revision(), prev)
+                    })
+                })
+                .collect();
+            let mut answers = Vec::new();
+            for t in tasks {
+                answers.push(t.await.unwrap());
+            }
+            answers
+        }
+    };
+    let first = round(false).await;
+    let second = round(true).await;
+    let mut revisions: Vec<i64> = first.iter().chain(&second).map(|(rev, _)| *rev).collect();
+    revisions.sort();
+    revisions.dedup();
+    assert_eq!(revisions.len(), 2 * WRITERS, "two writes answered with one revision");
+    let mut c = connect(&cluster.endpoints()[0]).await;
+    for i in 0..WRITERS {
+        let key = format!("group/{i:03}");
+        let got = c.get(key.as_str(), None).await.unwrap();
+        let kv = &got.kvs()[0];
+        assert_eq!(kv.value_str().unwrap(), format!("{i}-true"), "{key}");
+        assert_eq!(kv.create_revision(), first[i].0, "{key}: the first put was answered with another write's revision");
+        assert_eq!(kv.mod_revision(), second[i].0, "{key}: the overwrite was answered with another write's revision");
+        assert_eq!(second[i].1.as_deref(), Some(format!("{i}-false").as_str()), "{key}: another key's prev_kv");
+    }
+}
+
 /// The id of the member serving `endpoint`.
 async fn id_of(endpoint: &str) -> u64 {
     connect(endpoint).await.status().await.unwrap().header().unwrap().member_id()
