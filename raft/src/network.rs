@@ -35,8 +35,9 @@
 //! A `Snapshot` call streams the snapshot in chunks of at most
 //! [`SNAPSHOT_CHUNK_SIZE`] bytes; the first chunk also carries the leader's
 //! vote and the snapshot meta. Every other message is bounded by
-//! [`MAX_MESSAGE_SIZE`] on both sides (openraft's `max_payload_entries`
-//! keeps append batches well under it for sane entry sizes).
+//! [`MAX_MESSAGE_SIZE`] on both sides (the log reader's
+//! `READ_BUDGET_BYTES` keeps append batches well under it for sane entry
+//! sizes).
 //!
 //! # Errors and timeouts (client side)
 //!

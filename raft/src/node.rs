@@ -78,8 +78,6 @@ pub struct NodeConfig {
     /// `--experimental-snapshot-catchup-entries`: entries kept behind a
     /// snapshot so a slightly lagging follower needs no snapshot.
     pub snapshot_catchup_entries: u64,
-    /// `--max-request-bytes`: bounds one entry, hence entries per append RPC.
-    pub max_request_bytes: u64,
     /// How long one client call may wait for a leader and an outcome.
     pub request_timeout: Duration,
     /// The Raft log's RocksDB directory.
@@ -204,7 +202,7 @@ const PROPOSE_QUEUE: usize = 16 * 1024;
 /// [`Proposer`]). One measured best (bench/README.md).
 const PROPOSE_IN_FLIGHT: usize = 1;
 /// Bounds on one group of proposals handed to Raft at once: entries, and
-/// payload bytes (under openraft's `max_payload_entries` budget).
+/// payload bytes.
 const PROPOSE_BATCH_CALLS: usize = 1024;
 const PROPOSE_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
@@ -291,9 +289,12 @@ impl RaftNode {
         // min = E/2 the lease is etcd's E and elections start after
         // `[1.5E, 2E)`; the former [E, 2E) timer gave [3E, 4E), a 3-4 s
         // failover at the default 1 s.
-        // Leave room for the RPC envelope under the peer message limit.
-        let per_entry = cfg.max_request_bytes.max(1) + 4096;
-        let max_payload_entries = ((48 * 1024 * 1024) / per_entry).clamp(1, 4096);
+        // Entries per replication message: openraft's most. The log
+        // reader's byte budget (`log_store::READ_BUDGET_BYTES`) is what
+        // bounds a message; a count derived from the largest possible
+        // entry (31 at the default `--max-request-bytes`) cut one leader
+        // group into 6-8 messages per follower at 1,000 clients.
+        let max_payload_entries = 4096;
         let config = Config {
             cluster_name: "cairn".into(),
             heartbeat_interval: heartbeat,

@@ -141,7 +141,6 @@ async fn run(cfg: Config) -> anyhow::Result<()> {
         election: Duration::from_millis(cfg.election_timeout),
         snapshot_count: cfg.snapshot_count,
         snapshot_catchup_entries: cfg.snapshot_catchup_entries,
-        max_request_bytes: cfg.max_request_bytes as u64,
         // etcd: 5 s plus two election timeouts.
         request_timeout: Duration::from_secs(5) + 2 * Duration::from_millis(cfg.election_timeout),
         log_dir: member_dir.join("raft"),
