@@ -1223,8 +1223,8 @@ struct Pending {
 /// at once (nothing is in flight). Under load, a group costs one log write
 /// on the leader and one replication message per follower; handed to Raft
 /// one by one, proposals from 100 clients made 2.9 entries per leader log
-/// write and 8.5 per replication message, and a put cost the members a
-/// third more CPU than at 1,000 clients (bench/README.md). etcd gets the
+/// write and 8.5 per replication message, and a put cost the members
+/// half as much CPU again as at 1,000 clients (bench/README.md). etcd gets the
 /// same group commit from its loop, which takes in new proposals only
 /// between persisting one `Ready` and the next.
 struct Proposer {
