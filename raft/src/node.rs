@@ -1154,17 +1154,7 @@ impl Forwarder {
             // Wait for room first: calls arriving meanwhile join this batch.
             let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
             let Some(first) = rx.recv().await else { return };
-            let mut bytes = first.call.estimated_size();
-            let mut batch = vec![first];
-            while batch.len() < FORWARD_BATCH_CALLS && bytes < FORWARD_BATCH_BYTES {
-                match rx.try_recv() {
-                    Ok(q) => {
-                        bytes += q.call.estimated_size();
-                        batch.push(q);
-                    }
-                    Err(_) => break,
-                }
-            }
+            let batch = take_queued(first, &mut rx, FORWARD_BATCH_CALLS, FORWARD_BATCH_BYTES, |q| q.call.estimated_size());
             // Calls queued before and after a leader change go to different leaders.
             let mut by_leader: BTreeMap<NodeId, Vec<Queued>> = BTreeMap::new();
             for q in batch {
@@ -1211,6 +1201,30 @@ impl Forwarder {
     }
 }
 
+/// `first` and whatever has queued up in `rx` behind it, without waiting:
+/// at most `max_items`, and no more once their `size`s reach `max_bytes`.
+/// The `Forwarder`'s batches and the `Proposer`'s groups are taken so.
+fn take_queued<T>(
+    first: T,
+    rx: &mut tokio::sync::mpsc::Receiver<T>,
+    max_items: usize,
+    max_bytes: usize,
+    size: impl Fn(&T) -> usize,
+) -> Vec<T> {
+    let mut bytes = size(&first);
+    let mut taken = vec![first];
+    while taken.len() < max_items && bytes < max_bytes {
+        match rx.try_recv() {
+            Ok(item) => {
+                bytes += size(&item);
+                taken.push(item);
+            }
+            Err(_) => break,
+        }
+    }
+    taken
+}
+
 /// A proposal waiting for the leader's log.
 struct Pending {
     request: RaftRequest,
@@ -1224,9 +1238,9 @@ struct Pending {
 /// on the leader and one replication message per follower; handed to Raft
 /// one by one, proposals from 100 clients made 2.9 entries per leader log
 /// write and 8.5 per replication message, and a put cost the members
-/// half as much CPU again as at 1,000 clients (bench/README.md). etcd gets the
-/// same group commit from its loop, which takes in new proposals only
-/// between persisting one `Ready` and the next.
+/// half as much CPU again as at 1,000 clients (bench/README.md). etcd
+/// gets the same group commit from its loop, which takes in new proposals
+/// only between persisting one `Ready` and the next.
 struct Proposer {
     queue: tokio::sync::mpsc::Sender<Pending>,
 }
@@ -1252,17 +1266,7 @@ impl Proposer {
             // Wait for room first: proposals arriving meanwhile join this group.
             let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
             let Some(first) = rx.recv().await else { return };
-            let mut bytes = first.request.payload.len();
-            let mut group = vec![first];
-            while group.len() < PROPOSE_BATCH_CALLS && bytes < PROPOSE_BATCH_BYTES {
-                match rx.try_recv() {
-                    Ok(p) => {
-                        bytes += p.request.payload.len();
-                        group.push(p);
-                    }
-                    Err(_) => break,
-                }
-            }
+            let group = take_queued(first, &mut rx, PROPOSE_BATCH_CALLS, PROPOSE_BATCH_BYTES, |p| p.request.payload.len());
             let (requests, replies): (Vec<_>, Vec<_>) = group.into_iter().map(|p| (p.request, p.reply)).unzip();
             // Submitted here, in arrival order; the outcomes are awaited apart.
             let outcomes = raft.client_write_many(requests).await;
