@@ -86,8 +86,9 @@ fn digits(mut n: u64) -> usize {
     d
 }
 
-/// A random value of `len` bytes. One value is shared by all requests of a
-/// run, as in etcd's `benchmark`, so generating it costs nothing per op.
+/// A random value of `len` bytes. Workloads share one per run, as etcd's
+/// `benchmark` does, so generating it costs nothing per op; `put
+/// --random-values` makes one per put.
 pub fn random_value(len: usize, rng: &mut impl RngCore) -> Vec<u8> {
     let mut v = vec![0; len];
     rng.fill_bytes(&mut v);

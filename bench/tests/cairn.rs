@@ -39,6 +39,33 @@ fn put_writes_every_key_of_a_sequential_key_space() {
     assert_eq!(kv.kvs[0].value.len(), 40);
 }
 
+/// One value shared by the run unless `--random-values`, which gives every
+/// put its own (the compare's load relies on it for incompressible data).
+#[test]
+fn random_values_differ_per_put_and_shared_values_do_not() {
+    let s = Server::cairn();
+    let values = |prefix: &str| -> Vec<Vec<u8>> {
+        let range_end = format!("{}0", prefix.trim_end_matches('/'));
+        let r = s.range(RangeRequest { key: prefix.into(), range_end: range_end.into(), ..Default::default() });
+        r.kvs.into_iter().map(|kv| kv.value).collect()
+    };
+    let put = |prefix: &str, extra: &[&str]| {
+        let args = [&["put", "--total", "50", "--sequential-keys", "--key-space-size", "50", "--val-size", "32"][..], &[
+            "--prefix", prefix, "--clients", "5", "--seed", "11",
+        ], extra]
+        .concat();
+        check_report(&s.bench(&args), "put", 50);
+    };
+    put("sv/", &[]);
+    put("rv/", &["--random-values"]);
+    let (shared, random) = (values("sv/"), values("rv/"));
+    assert_eq!((shared.len(), random.len()), (50, 50));
+    assert!(shared.iter().all(|v| v.len() == 32 && *v == shared[0]), "one value for the whole run");
+    let distinct: std::collections::HashSet<_> = random.iter().collect();
+    assert_eq!(distinct.len(), 50, "every put its own value");
+    assert!(random.iter().all(|v| v.len() == 32));
+}
+
 #[test]
 fn random_put_keys_stay_in_the_key_space() {
     let s = Server::cairn();

@@ -41,7 +41,7 @@ pub struct CompareArgs {
     /// Directory for compare.md, compare.json and compare.svg
     #[arg(long, default_value = "bench/results")]
     pub out: PathBuf,
-    /// Keys to load (256-byte values) before measuring RSS and data-dir size [default: 1000000, 10000 with --quick]
+    /// Keys to load (distinct random 256-byte values) before measuring RSS and data-dir size [default: 1000000, 10000 with --quick]
     #[arg(long)]
     pub keys: Option<u64>,
     /// Stop loading a cluster after this long and report what it holds (Go syntax)
@@ -479,7 +479,7 @@ async fn load_phase(bench: &Bench, kind: Kind, binary: &Path, settings: &Setting
     };
     let workload = args(&format!(
         "put --clients 1000 --conns 100 --sequential-keys --key-space-size {keys} --key-size {key_width} \
-         --val-size {LOAD_VAL_SIZE} --prefix {LOAD_PREFIX} --total {keys} --duration {}ms",
+         --val-size {LOAD_VAL_SIZE} --random-values --prefix {LOAD_PREFIX} --total {keys} --duration {}ms",
         limit.as_millis()
     ));
     let run = bench.run(&c, &workload, Metric::Requests, limit + Duration::from_secs(120)).await;

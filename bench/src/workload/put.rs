@@ -34,19 +34,27 @@ pub struct PutArgs {
     /// Prefix for every key
     #[arg(long, default_value = "")]
     pub prefix: String,
+    /// A new random value for every put instead of one value shared by the
+    /// whole run (etcd's `benchmark` shares one): stored data that
+    /// compression cannot shrink
+    #[arg(long)]
+    pub random_values: bool,
 }
 
 pub struct PutWorker {
     kv: KvClient<Channel>,
     keys: Arc<KeyGen>,
     value: Arc<[u8]>,
+    random_values: bool,
     rng: StdRng,
 }
 
 impl Worker for PutWorker {
     async fn op(&mut self, seq: u64) -> Result<(), OpError> {
         let key = self.keys.key(self.keys.index(seq, &mut self.rng));
-        self.kv.put(PutRequest { key, value: self.value.to_vec(), ..Default::default() }).await?;
+        let value =
+            if self.random_values { random_value(self.value.len(), &mut self.rng) } else { self.value.to_vec() };
+        self.kv.put(PutRequest { key, value, ..Default::default() }).await?;
         Ok(())
     }
 }
@@ -58,7 +66,13 @@ pub async fn run(ctx: &Ctx, args: &PutArgs) -> Result<Report, SetupError> {
     ctx.check_size("a put request", sample.encoded_len())?;
 
     let workers: Vec<PutWorker> = (0..ctx.clients)
-        .map(|i| PutWorker { kv: ctx.kv(i), keys: keys.clone(), value: value.clone(), rng: ctx.rng(i) })
+        .map(|i| PutWorker {
+            kv: ctx.kv(i),
+            keys: keys.clone(),
+            value: value.clone(),
+            random_values: args.random_values,
+            rng: ctx.rng(i),
+        })
         .collect();
     let (_, phase, warmup_ops) = warm_and_measure(ctx, "put", workers, args.load.plan(ctx.timeout)).await;
 
@@ -68,6 +82,7 @@ pub async fn run(ctx: &Ctx, args: &PutArgs) -> Result<Report, SetupError> {
     params.insert("key_space_size".into(), args.key_space_size.into());
     params.insert("sequential_keys".into(), args.sequential_keys.into());
     params.insert("prefix".into(), args.prefix.clone().into());
+    params.insert("random_values".into(), args.random_values.into());
     args.load.params(&mut params);
     Ok(report(ctx, "put", &phase, warmup_ops, params))
 }
