@@ -249,8 +249,9 @@ fn render_load(s: &mut String, c: &Comparison) {
     writeln!(
         s,
         "Each server gets a fresh cluster, loaded by 1,000 clients over 100 connections with sequential keys \
-         and a distinct random value of {} B each (which compression cannot shrink): etcd with {} keys or as many as it loads within the time limit, then Cairn with as many \
-         as etcd holds. A few seconds later the members' RSS (VmRSS) and data-dir sizes are taken. \
+         and a distinct random value of {} B each (which compression cannot shrink): etcd with {} keys or as \
+         many as it loads within the time limit, then Cairn with as many as etcd holds. A few seconds later \
+         the members' RSS (VmRSS) and data-dir sizes are taken. \
          `du` counts allocated blocks, `apparent` the files' lengths.\n",
         any.val_size,
         group_thousands(any.requested_keys)
