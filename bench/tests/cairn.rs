@@ -44,11 +44,6 @@ fn put_writes_every_key_of_a_sequential_key_space() {
 #[test]
 fn random_values_differ_per_put_and_shared_values_do_not() {
     let s = Server::cairn();
-    let values = |prefix: &str| -> Vec<Vec<u8>> {
-        let range_end = format!("{}0", prefix.trim_end_matches('/'));
-        let r = s.range(RangeRequest { key: prefix.into(), range_end: range_end.into(), ..Default::default() });
-        r.kvs.into_iter().map(|kv| kv.value).collect()
-    };
     let put = |prefix: &str, extra: &[&str]| {
         let args = [&["put", "--total", "50", "--sequential-keys", "--key-space-size", "50", "--val-size", "32"][..], &[
             "--prefix", prefix, "--clients", "5", "--seed", "11",
@@ -58,7 +53,7 @@ fn random_values_differ_per_put_and_shared_values_do_not() {
     };
     put("sv/", &[]);
     put("rv/", &["--random-values"]);
-    let (shared, random) = (values("sv/"), values("rv/"));
+    let (shared, random) = (s.values_with_prefix("sv/"), s.values_with_prefix("rv/"));
     assert_eq!((shared.len(), random.len()), (50, 50));
     assert!(shared.iter().all(|v| v.len() == 32 && *v == shared[0]), "one value for the whole run");
     let distinct: std::collections::HashSet<_> = random.iter().collect();

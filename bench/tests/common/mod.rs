@@ -175,6 +175,13 @@ impl Server {
         self.range(RangeRequest { key: prefix.into(), range_end, count_only: true, ..Default::default() }).count
     }
 
+    /// The values of every key starting with `prefix`, in key order.
+    pub fn values_with_prefix(&self, prefix: &str) -> Vec<Vec<u8>> {
+        let range_end = prefix_end(prefix.as_bytes());
+        let r = self.range(RangeRequest { key: prefix.into(), range_end, ..Default::default() });
+        r.kvs.into_iter().map(|kv| kv.value).collect()
+    }
+
     /// The store's current revision.
     pub fn revision(&self) -> i64 {
         self.range(RangeRequest { key: b"\0".to_vec(), count_only: true, ..Default::default() })
